@@ -3,11 +3,17 @@
     import sar
     loss = ce + 0.01 * sar.spatial_entropy(S)
 
-`S` are the last block's [CLS]-query similarity maps `[B, H, k, k]` (Eq. 4); see `sar.cls_similarity`.
+`S` are the last block's [CLS]-query similarity maps `[B, H, k, k]` (Eq. 4): from a SAR-ready model,
+
+    model = timm.create_model("sar_vit_small_patch16_224", num_classes=100)
+    logits, S = model.forward_with_similarity(images)
+
+or from your own model's last-block q and k with `sar.cls_similarity`.
 """
 
+from sar import models  # registers the SAR-ready models with timm
 from sar.entropy import cls_similarity, spatial_entropy, tv_loss
 from sar.labeling import connected_components
 
-__all__ = ["cls_similarity", "connected_components", "spatial_entropy", "tv_loss"]
+__all__ = ["cls_similarity", "connected_components", "models", "spatial_entropy", "tv_loss"]
 __version__ = "0.1.0"

@@ -107,12 +107,14 @@ def cls_similarity(
     k_patches: torch.Tensor,
     grid: tuple[int, int] | None = None,
     kind: Literal["dot", "cosine"] = "dot",
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Similarity maps S between the [CLS] query and the patch keys, per head.
 
     `q_cls` `[B, H, d]`, `k_patches` `[B, H, n, d]` (the n = kh*kw patch tokens, [CLS] excluded) ->
-    `[B, H, kh, kw]`. `kind="dot"` is Eq. 4, <q, k> / sqrt(d) with d the head dimension: the pre-softmax
-    attention logits. `kind="cosine"` is Eq. 15. `grid` defaults to a square grid. Float32 (or wider).
+    `[B, H, kh, kw]`. `kind="dot"` is Eq. 4, <q, k> * scale: the pre-softmax attention logits, with the
+    attention's own scale (default 1 / sqrt(d), d the head dimension; CvT scales by its full width).
+    `kind="cosine"` is Eq. 15 (no scale). `grid` defaults to a square grid. Float32 (or wider).
     """
     if q_cls.dim() != 3 or k_patches.dim() != 4 or q_cls.shape[:2] != k_patches.shape[:2]:
         raise ValueError(
@@ -138,5 +140,5 @@ def cls_similarity(
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         s = torch.einsum("bhd,bhnd->bhn", q, k)
         if kind == "dot":
-            s = s * d**-0.5
+            s = s * (d**-0.5 if scale is None else scale)
     return s.reshape(*s.shape[:2], *grid)

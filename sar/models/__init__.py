@@ -1,0 +1,40 @@
+"""SAR-ready vision transformers, registered with timm: `timm.create_model("sar_vit_small_patch16_224")`.
+
+Every model has `forward_with_similarity(x) -> (logits, S)`, `forward_features(x)` (the final tokens,
+[CLS] first), `patch_grid(tokens)` and a `last_block` option (Tab. 1b): `"standard"`, `"no_msa_skip"`,
+`"sar"` (the default: Eq. 10-11) and `"no_skips"`.
+"""
+
+from sar.models.base import SimilarityModel
+from sar.models.cvt import ConvolutionalVisionTransformer, sar_cvt_13
+from sar.models.layers import LAST_BLOCKS, SARBlock
+from sar.models.local import LOCAL_KWARGS, local_kwargs
+from sar.models.pvt import PyramidVisionTransformer, sar_pvt_small
+from sar.models.t2t import T2TViT, sar_t2t_vit_14
+from sar.models.vit import SARVisionTransformer, sar_vit_small_patch16_224, sar_vit_tiny_patch16_224
+
+MODEL_NAMES = (
+    "sar_vit_tiny_patch16_224",
+    "sar_vit_small_patch16_224",
+    "sar_t2t_vit_14",
+    "sar_pvt_small",
+    "sar_cvt_13",
+)
+
+__all__ = [
+    "LAST_BLOCKS",
+    "LOCAL_KWARGS",
+    "MODEL_NAMES",
+    "ConvolutionalVisionTransformer",
+    "PyramidVisionTransformer",
+    "SARBlock",
+    "SARVisionTransformer",
+    "SimilarityModel",
+    "T2TViT",
+    "local_kwargs",
+    "sar_cvt_13",
+    "sar_pvt_small",
+    "sar_t2t_vit_14",
+    "sar_vit_small_patch16_224",
+    "sar_vit_tiny_patch16_224",
+]

@@ -1,0 +1,207 @@
+"""CvT-13 (Wu et al., 2021) with a SAR-ready last block.
+
+Facts from the official code: three stages of overlapping convolutional token embedding (kernel 7/3/3,
+stride 4/2/2, padding 2/1/1, then LayerNorm), widths 64/192/384, heads 1/3/6, depths 1/2/10, MLP ratio 4
+with QuickGELU, no position embedding; attention projects q, k, v with a depthwise 3x3 conv and
+BatchNorm (stride 1 for q, 2 for k and v) and then a linear layer, and scales logits by the full width
+(dim ** -0.5), not the head width; the [CLS] token joins in stage 3 and bypasses the conv projections.
+20.0M parameters, 4.5 GMACs at 224.
+
+Grid: the final token grid is 14x14 at 224, but the last block's keys come from a stride-2 conv, so the
+[CLS] query meets a 7x7 grid of patch keys and S is 7x7, the grid the paper reports for CvT.
+"""
+
+from functools import partial
+from typing import Any
+
+import torch
+from timm.layers import QuickGELU, trunc_normal_
+from timm.models import register_model
+from torch import nn
+
+from sar.models.base import ClsHeadModel, run_last_block
+from sar.models.layers import (
+    Grid,
+    LastBlock,
+    SARBlock,
+    attend,
+    check_stages,
+    cls_row_similarity,
+    drop_path_rates,
+    init_weights,
+    model_kwargs,
+    pretrained_cfg,
+)
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-5)
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class ConvEmbed(nn.Module):
+    """Overlapping patches (strided conv) and a LayerNorm over channels."""
+
+    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
+        self.norm = LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
+        x = self.proj(x)
+        return self.norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
+
+
+class ConvProjection(nn.Sequential):
+    """Depthwise conv + BatchNorm over the token grid (the 'dw_bn' projection)."""
+
+    def __init__(self, dim: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size=3, stride=stride, padding=1, groups=dim, bias=False)
+        self.bn = nn.BatchNorm2d(dim)
+
+
+class ConvAttention(nn.Module):
+    def __init__(
+        self, dim: int, num_heads: int, with_cls: bool, qkv_bias: bool, attn_drop: float, proj_drop: float
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = dim**-0.5  # the full width, as in the official code
+        self.with_cls = with_cls
+        self.conv_proj_q = ConvProjection(dim, stride=1)
+        self.conv_proj_k = ConvProjection(dim, stride=2)
+        self.conv_proj_v = ConvProjection(dim, stride=2)
+        self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], x.shape[1], self.num_heads, -1).transpose(1, 2)
+
+    def _qkv(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Grid]:
+        b, _, c = x.shape
+        cls, x = (x[:, :1], x[:, 1:]) if self.with_cls else (x[:, :0], x)
+        fmap = x.transpose(1, 2).reshape(b, c, *grid)
+        projected = []
+        for conv in (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v):
+            y = conv(fmap)
+            projected.append(torch.cat([cls, y.flatten(2).transpose(1, 2)], dim=1))
+        kv_grid = (y.shape[2], y.shape[3])
+        q, k, v = (
+            self._heads(linear(t))
+            for linear, t in zip((self.proj_q, self.proj_k, self.proj_v), projected, strict=True)
+        )
+        return q, k, v, kv_grid
+
+    def _out(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        x = attend(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+
+    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        return self._out(*self._qkv(x, grid)[:3])
+
+    def forward_with_similarity(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.with_cls:
+            raise ValueError("S needs the [CLS] token: use it in the stage that has one")
+        q, k, v, kv_grid = self._qkv(x, grid)
+        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, kv_grid)
+
+
+class ConvolutionalVisionTransformer(ClsHeadModel):
+    def __init__(
+        self,
+        img_size: int = 224,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        patch_sizes: tuple[int, ...] = (7, 3, 3),
+        patch_strides: tuple[int, ...] = (4, 2, 2),
+        patch_paddings: tuple[int, ...] = (2, 1, 1),
+        embed_dims: tuple[int, ...] = (64, 192, 384),
+        num_heads: tuple[int, ...] = (1, 3, 6),
+        depths: tuple[int, ...] = (1, 2, 10),
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        last_block: LastBlock = "sar",
+    ) -> None:
+        super().__init__()
+        check_stages(
+            patch_sizes=patch_sizes,
+            patch_strides=patch_strides,
+            patch_paddings=patch_paddings,
+            embed_dims=embed_dims,
+            num_heads=num_heads,
+            depths=depths,
+        )
+        self.img_size = img_size
+        self.last_block = last_block
+        self.embeds = nn.ModuleList()
+        self.stages = nn.ModuleList()
+        size, chans = img_size, in_chans
+        n_stages = len(depths)
+        for i in range(n_stages):
+            dim, last_stage = embed_dims[i], i == n_stages - 1
+            size = _conv_out(size, patch_sizes[i], patch_strides[i], patch_paddings[i])
+            self.embeds.append(ConvEmbed(chans, dim, patch_sizes[i], patch_strides[i], patch_paddings[i]))
+            # stochastic depth only in the stage with the [CLS] token, as configured for CvT-13
+            dpr = drop_path_rates(drop_path_rate if last_stage else 0.0, depths[i])
+            blocks = nn.ModuleList()
+            for j in range(depths[i]):
+                attn = ConvAttention(dim, num_heads[i], last_stage, qkv_bias, attn_drop_rate, drop_rate)
+                mode = last_block if last_stage and j == depths[i] - 1 else "standard"
+                blocks.append(
+                    SARBlock.build(
+                        dim,
+                        attn,
+                        mlp_ratio,
+                        LayerNorm,
+                        act_layer=QuickGELU,
+                        drop=drop_rate,
+                        drop_path=dpr[j],
+                        mode=mode,
+                    )
+                )
+            self.stages.append(blocks)
+            chans = dim
+        self.feature_grid = (size, size)
+        kv = _conv_out(size, 3, 2, 1)
+        self.similarity_grid = (kv, kv)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, chans))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.norm = LayerNorm(chans)
+        self._init_head(chans, num_classes)
+        self.apply(init_weights)
+        trunc_normal_(self.cls_token, std=0.02)
+
+    def _tokens(self, x, with_similarity):
+        self._check_input(x)
+        S = None
+        for i, (embed, blocks) in enumerate(zip(self.embeds, self.stages, strict=True)):
+            x, grid = embed(x)
+            last_stage = i == len(self.stages) - 1
+            if last_stage:
+                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+            x = self.pos_drop(x)
+            for block in blocks[:-1]:
+                x = block(x, grid)
+            x, S = run_last_block(blocks[-1], x, grid, with_similarity and last_stage)
+            if not last_stage:
+                x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        return self.norm(x), S
+
+
+@register_model
+def sar_cvt_13(pretrained: bool = False, **kwargs: Any) -> ConvolutionalVisionTransformer:
+    """CvT-13 with a SAR-ready last block. S is 7x7 at 224 (see the module docstring)."""
+    model = ConvolutionalVisionTransformer(**model_kwargs("sar_cvt_13", pretrained, kwargs))
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
+        (3, model.img_size, model.img_size), model.num_classes
+    )
+    return model

@@ -1,0 +1,60 @@
+"""Small members of each family for `local`-scale runs: 64x64 inputs, an 8x8 final grid, a few blocks.
+
+They keep what SAR touches (a [CLS] token, the last block, several heads, the family's own attention) so
+that a whole table's pipeline runs on a laptop CPU in minutes. They are not the paper's models: numbers
+from them are local-scale numbers.
+"""
+
+from typing import Any
+
+LOCAL_IMG_SIZE = 64
+
+LOCAL_KWARGS: dict[str, dict[str, Any]] = {
+    "sar_vit_tiny_patch16_224": {
+        "img_size": LOCAL_IMG_SIZE,
+        "patch_size": 8,
+        "embed_dim": 96,
+        "depth": 4,
+        "num_heads": 3,
+    },
+    "sar_vit_small_patch16_224": {
+        "img_size": LOCAL_IMG_SIZE,
+        "patch_size": 8,
+        "embed_dim": 192,
+        "depth": 4,
+        "num_heads": 6,
+    },
+    "sar_t2t_vit_14": {
+        "img_size": LOCAL_IMG_SIZE,
+        "t2t_strides": (2, 2, 2),
+        "t2t_paddings": (3, 1, 1),
+        "token_dim": 16,
+        "embed_dim": 192,
+        "depth": 4,
+        "num_heads": 6,
+    },
+    "sar_pvt_small": {
+        "img_size": LOCAL_IMG_SIZE,
+        "patch_sizes": (2, 2, 2, 1),
+        "embed_dims": (32, 64, 96, 128),
+        "num_heads": (1, 2, 3, 4),
+        "depths": (1, 1, 1, 2),
+        "sr_ratios": (4, 2, 2, 1),
+    },
+    "sar_cvt_13": {
+        "img_size": LOCAL_IMG_SIZE,
+        "patch_sizes": (3, 3, 3),
+        "patch_strides": (2, 2, 1),
+        "patch_paddings": (1, 1, 1),
+        "embed_dims": (32, 96, 192),
+        "num_heads": (1, 3, 6),
+        "depths": (1, 1, 3),
+    },
+}
+
+
+def local_kwargs(name: str) -> dict[str, Any]:
+    """The architecture arguments that turn registered model `name` into its local-scale member."""
+    if name not in LOCAL_KWARGS:
+        raise KeyError(f"no local-scale configuration for model {name!r}; known: {', '.join(LOCAL_KWARGS)}")
+    return dict(LOCAL_KWARGS[name])

@@ -1,0 +1,186 @@
+"""PVT-Small (PVT v1, Wang et al., 2021) with a SAR-ready last block.
+
+Facts from the official code: four stages of patch embedding (conv with kernel = stride = 4, 2, 2, 2, then
+LayerNorm eps 1e-5), widths 64/128/320/512, heads 1/2/5/8, MLP ratios 8/8/4/4, depths 3/4/6/3 and
+spatial-reduction attention (keys and values from a conv with kernel = stride = 8/4/2/1, then LayerNorm eps
+1e-5); a learned position embedding per stage; the [CLS] token joins in the last stage only, whose grid is
+7x7 at 224, so S is 7x7. Blocks and the final norm use LayerNorm eps 1e-6. 24.5M parameters, 3.8 GMACs.
+"""
+
+import math
+from functools import partial
+from typing import Any
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models import register_model
+from torch import nn
+
+from sar.models.base import ClsHeadModel, run_last_block
+from sar.models.layers import (
+    Grid,
+    LastBlock,
+    SARBlock,
+    attend,
+    check_stages,
+    cls_row_similarity,
+    drop_path_rates,
+    init_weights,
+    model_kwargs,
+    pretrained_cfg,
+)
+
+BlockNorm = partial(nn.LayerNorm, eps=1e-6)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches (conv with kernel = stride) and a LayerNorm over channels."""
+
+    def __init__(self, in_chans: int, dim: int, patch: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
+        x = self.proj(x)
+        return self.norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
+
+
+class SRAttention(nn.Module):
+    """Spatial-reduction attention: keys and values from a strided conv of the token grid (when sr > 1)."""
+
+    def __init__(
+        self, dim: int, num_heads: int, sr_ratio: int, qkv_bias: bool, attn_drop: float, proj_drop: float
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], x.shape[1], -1, self.head_dim).transpose(1, 2)
+
+    def _qkv(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n, c = x.shape
+        q = self._heads(self.q(x))
+        if self.sr_ratio > 1:
+            if n != math.prod(grid):
+                raise ValueError("spatial reduction needs a token grid without extra tokens")
+            x = self.sr(x.transpose(1, 2).reshape(b, c, *grid)).flatten(2).transpose(1, 2)
+            x = self.norm(x)
+        k, v = self.kv(x).reshape(b, -1, 2, c).permute(2, 0, 1, 3).unbind(0)
+        return q, self._heads(k), self._heads(v)
+
+    def _out(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        x = attend(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+
+    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        return self._out(*self._qkv(x, grid))
+
+    def forward_with_similarity(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sr_ratio > 1:
+            raise ValueError(
+                "S needs the [CLS] token and full-resolution keys: use it on a stage with sr_ratio 1"
+            )
+        q, k, v = self._qkv(x, grid)
+        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, grid)
+
+
+class PyramidVisionTransformer(ClsHeadModel):
+    def __init__(
+        self,
+        img_size: int = 224,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        patch_sizes: tuple[int, ...] = (4, 2, 2, 2),
+        embed_dims: tuple[int, ...] = (64, 128, 320, 512),
+        num_heads: tuple[int, ...] = (1, 2, 5, 8),
+        mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
+        depths: tuple[int, ...] = (3, 4, 6, 3),
+        sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        last_block: LastBlock = "sar",
+    ) -> None:
+        super().__init__()
+        check_stages(
+            patch_sizes=patch_sizes,
+            embed_dims=embed_dims,
+            num_heads=num_heads,
+            mlp_ratios=mlp_ratios,
+            depths=depths,
+            sr_ratios=sr_ratios,
+        )
+        if sr_ratios[-1] != 1:
+            raise ValueError("the last stage holds the [CLS] token and must have sr_ratio 1")
+        self.img_size = img_size
+        self.last_block = last_block
+        dpr = iter(drop_path_rates(drop_path_rate, sum(depths)))
+        self.patch_embeds = nn.ModuleList()
+        self.pos_embeds = nn.ParameterList()
+        self.stages = nn.ModuleList()
+        size, chans = img_size, in_chans
+        for i, (patch, dim, depth) in enumerate(zip(patch_sizes, embed_dims, depths, strict=True)):
+            size //= patch
+            last_stage = i == len(depths) - 1
+            self.patch_embeds.append(PatchEmbed(chans, dim, patch))
+            self.pos_embeds.append(nn.Parameter(torch.zeros(1, size * size + int(last_stage), dim)))
+            blocks = nn.ModuleList()
+            for j in range(depth):
+                attn = SRAttention(dim, num_heads[i], sr_ratios[i], qkv_bias, attn_drop_rate, drop_rate)
+                mode = last_block if last_stage and j == depth - 1 else "standard"
+                blocks.append(
+                    SARBlock.build(
+                        dim, attn, mlp_ratios[i], BlockNorm, drop=drop_rate, drop_path=next(dpr), mode=mode
+                    )
+                )
+            self.stages.append(blocks)
+            chans = dim
+        self.feature_grid = self.similarity_grid = (size, size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, chans))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.norm = BlockNorm(chans)
+        self._init_head(chans, num_classes)
+        self.apply(init_weights)
+        for p in [*self.pos_embeds, self.cls_token]:
+            trunc_normal_(p, std=0.02)
+
+    def _tokens(self, x, with_similarity):
+        self._check_input(x)
+        S = None
+        for i, (embed, pos, blocks) in enumerate(
+            zip(self.patch_embeds, self.pos_embeds, self.stages, strict=True)
+        ):
+            x, grid = embed(x)
+            last_stage = i == len(self.stages) - 1
+            if last_stage:
+                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+            x = self.pos_drop(x + pos)
+            for block in blocks[:-1]:
+                x = block(x, grid)
+            x, S = run_last_block(blocks[-1], x, grid, with_similarity and last_stage)
+            if not last_stage:
+                x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        return self.norm(x), S
+
+
+@register_model
+def sar_pvt_small(pretrained: bool = False, **kwargs: Any) -> PyramidVisionTransformer:
+    """PVT-Small (v1) with a SAR-ready last block."""
+    model = PyramidVisionTransformer(**model_kwargs("sar_pvt_small", pretrained, kwargs))
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
+        (3, model.img_size, model.img_size), model.num_classes
+    )
+    return model

@@ -1,0 +1,188 @@
+"""T2T-ViT-14 (Yuan et al., 2021) with the transformer-based T2T module, and a SAR-ready last block.
+
+Facts from the official code: three soft splits (Unfold 7/4/2, 3/2/1, 3/2/1) with two single-head token
+transformers (token dim 64, MLP ratio 1, no qkv bias, scale from their input width, a skip from v), a
+linear projection to 384; then 14 ViT blocks (6 heads, MLP ratio 3, no qkv bias, LayerNorm eps 1e-5) on a
+frozen 1-D sinusoidal position table. 21.5M parameters and 6.1 GMACs at 224 (the paper's Tab. 2).
+"""
+
+import math
+from functools import partial
+from typing import Any
+
+import torch
+from timm.layers import Mlp, trunc_normal_
+from timm.models import register_model
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from sar.models.base import ClsHeadModel, run_last_block
+from sar.models.layers import (
+    ClsAttention,
+    Grid,
+    LastBlock,
+    SARBlock,
+    attend,
+    drop_path_rates,
+    init_weights,
+    model_kwargs,
+    pretrained_cfg,
+)
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-5)
+
+
+def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
+    """The 1-D position table of T2T-ViT: sin on even, cos on odd channels, [CLS] at position 0."""
+    position = torch.arange(n_position, dtype=torch.float64)[:, None]
+    exponent = (2 * (torch.arange(dim) // 2)).double() / dim
+    angles = position / torch.pow(10000.0, exponent)[None]
+    table = torch.empty(n_position, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles[:, 0::2])
+    table[:, 1::2] = torch.cos(angles[:, 1::2])
+    return table.float()[None]
+
+
+class TokenAttention(nn.Module):
+    """Single-head attention from `dim` to `in_dim` channels whose skip is v (the input width differs)."""
+
+    def __init__(self, dim: int, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.scale = dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * in_dim, bias=False)
+        self.proj = nn.Linear(in_dim, in_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, 1, self.in_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = attend(q, k, v, self.scale, 0.0).transpose(1, 2).flatten(2)
+        return v.squeeze(1) + self.proj(out)
+
+
+class TokenTransformer(nn.Module):
+    def __init__(self, dim: int, in_dim: int, mlp_ratio: float = 1.0) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim)
+        self.attn = TokenAttention(dim, in_dim)
+        self.norm2 = LayerNorm(in_dim)
+        self.mlp = Mlp(in_dim, int(in_dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def _unfolded(size: Grid, kernel: int, stride: int, padding: int) -> Grid:
+    return tuple((s + 2 * padding - kernel) // stride + 1 for s in size)
+
+
+class T2TModule(nn.Module):
+    """Tokens-to-token: soft split (Unfold), token transformer, re-structurisation, three times."""
+
+    def __init__(
+        self,
+        img_size: int,
+        in_chans: int,
+        embed_dim: int,
+        token_dim: int,
+        kernels: tuple[int, int, int],
+        strides: tuple[int, int, int],
+        paddings: tuple[int, int, int],
+    ) -> None:
+        super().__init__()
+        self.splits = nn.ModuleList(
+            nn.Unfold(k, stride=s, padding=p) for k, s, p in zip(kernels, strides, paddings, strict=True)
+        )
+        self.attention1 = TokenTransformer(in_chans * kernels[0] ** 2, token_dim)
+        self.attention2 = TokenTransformer(token_dim * kernels[1] ** 2, token_dim)
+        self.project = nn.Linear(token_dim * kernels[2] ** 2, embed_dim)
+        grids = [(img_size, img_size)]
+        for k, s, p in zip(kernels, strides, paddings, strict=True):
+            grids.append(_unfolded(grids[-1], k, s, p))
+        self.grids = grids[1:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for split, attention, grid in zip(
+            self.splits, (self.attention1, self.attention2), self.grids, strict=False
+        ):
+            x = attention(split(x).transpose(1, 2))
+            x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        return self.project(self.splits[2](x).transpose(1, 2))
+
+
+class T2TViT(ClsHeadModel):
+    def __init__(
+        self,
+        img_size: int = 224,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 384,
+        depth: int = 14,
+        num_heads: int = 6,
+        mlp_ratio: float = 3.0,
+        qkv_bias: bool = False,
+        token_dim: int = 64,
+        t2t_kernels: tuple[int, int, int] = (7, 3, 3),
+        t2t_strides: tuple[int, int, int] = (4, 2, 2),
+        t2t_paddings: tuple[int, int, int] = (2, 1, 1),
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        last_block: LastBlock = "sar",
+    ) -> None:
+        super().__init__()
+        self.last_block = last_block
+        self.img_size = img_size
+        self.tokens_to_token = T2TModule(
+            img_size, in_chans, embed_dim, token_dim, t2t_kernels, t2t_strides, t2t_paddings
+        )
+        self.feature_grid = self.similarity_grid = self.tokens_to_token.grids[-1]
+        num_patches = math.prod(self.feature_grid)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("pos_embed", sinusoid_table(num_patches + 1, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = drop_path_rates(drop_path_rate, depth)
+        block = partial(
+            Block,
+            embed_dim,
+            num_heads,
+            mlp_ratio,
+            qkv_bias=qkv_bias,
+            proj_drop=drop_rate,
+            attn_drop=attn_drop_rate,
+            norm_layer=LayerNorm,
+        )
+        self.blocks = nn.ModuleList([block(drop_path=rate) for rate in dpr[:-1]])
+        attn = ClsAttention(
+            embed_dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate
+        )
+        self.blocks.append(
+            SARBlock.build(
+                embed_dim, attn, mlp_ratio, LayerNorm, drop=drop_rate, drop_path=dpr[-1], mode=last_block
+            )
+        )
+        self.norm = LayerNorm(embed_dim)
+        self._init_head(embed_dim, num_classes)
+        self.apply(init_weights)
+        trunc_normal_(self.cls_token, std=0.02)
+
+    def _tokens(self, x, with_similarity):
+        self._check_input(x)
+        x = self.tokens_to_token(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        x, S = run_last_block(self.blocks[-1], x, self.feature_grid, with_similarity)
+        return self.norm(x), S
+
+
+@register_model
+def sar_t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> T2TViT:
+    """T2T-ViT-14 (T2T-ViT_t-14: transformer tokens-to-token) with a SAR-ready last block."""
+    model = T2TViT(**model_kwargs("sar_t2t_vit_14", pretrained, kwargs))
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
+        (3, model.img_size, model.img_size), model.num_classes, crop_pct=0.9
+    )
+    return model
