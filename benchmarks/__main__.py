@@ -9,9 +9,9 @@ from pathlib import Path
 import numba
 import torch
 
-from benchmarks import bench_loss
+from benchmarks import bench_loss, bench_models
 
-BENCHES = {"loss": bench_loss.run}
+BENCHES = {"loss": bench_loss.run, "models": bench_models.run}
 
 
 def main() -> None:

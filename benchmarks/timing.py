@@ -27,6 +27,23 @@ def median_seconds(
     return statistics.median(times)
 
 
+def interleaved_median_seconds(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int
+) -> dict[str, float]:
+    """Median wall time of each function, timed round-robin: a noisy machine's drifts hit all alike."""
+    cuda = torch.cuda.is_available()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def cuda_median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 10) -> float:
     """Median GPU time of `fn()` measured with CUDA events (no host synchronisation inside a repeat)."""
     for _ in range(warmup):

@@ -210,6 +210,7 @@ def test_cls_similarity_dot_and_cosine():
                 assert cos[b, h, n // 4, n % 4].item() == pytest.approx(
                     expected / float(q[b, h].norm() * k[b, h, n].norm())
                 )
+    torch.testing.assert_close(sar.cls_similarity(q, k, grid=(3, 4), scale=0.25), dot * math.sqrt(8) * 0.25)
     assert sar.cls_similarity(q, torch.randn(2, 3, 16, 8, dtype=torch.float64)).shape == (2, 3, 4, 4)
     with pytest.raises(ValueError, match="square grid"):
         sar.cls_similarity(q, k)

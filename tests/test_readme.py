@@ -6,11 +6,14 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_training_example_runs():
+def test_readme_examples_run_in_order():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "the README lost its Python example"
+    assert len(blocks) == 2, "the README's Python examples changed: update this test"
     namespace: dict = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
+    exec(compile(blocks[0], str(README), "exec"), namespace)  # the loss on a plain timm ViT
     assert namespace["S"].shape == (8, 3, 8, 8)
-    assert namespace["loss"].requires_grad
     assert all(p.grad is not None for p in namespace["model"].blocks[-1].attn.qkv.parameters())
+    exec(compile(blocks[1], str(README), "exec"), namespace)  # a SAR-ready model
+    assert namespace["S"].shape == (8, 6, 8, 8)
+    assert namespace["model"].last_block == "sar"
+    assert all(p.grad is not None for p in namespace["model"].parameters())
