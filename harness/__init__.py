@@ -1,0 +1,1 @@
+"""The reproduction harness: recipe -> validated runs -> submitit jobs -> trained, logged, resumable runs."""

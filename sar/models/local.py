@@ -20,7 +20,7 @@ LOCAL_KWARGS: dict[str, dict[str, Any]] = {
     "sar_vit_small_patch16_224": {
         "img_size": LOCAL_IMG_SIZE,
         "patch_size": 8,
-        "embed_dim": 192,
+        "embed_dim": 144,
         "depth": 4,
         "num_heads": 6,
     },

@@ -1,0 +1,76 @@
+"""One training process among many (DDP) or alone: initialised from submitit's job environment, from
+torchrun's variables, or not at all."""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    job_id: str = "inline"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _submitit_world() -> World | None:
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+    except (ImportError, RuntimeError):
+        return None
+    if env.num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return World(env.global_rank, env.local_rank, env.num_tasks, str(env.job_id))
+
+
+def setup() -> World:
+    """Join the process group when there are several tasks (gloo on CPU, NCCL on GPU)."""
+    world = _submitit_world()
+    if world is None:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        world = World(
+            rank, int(os.environ.get("LOCAL_RANK", "0")), size, os.environ.get("SLURM_JOB_ID", "inline")
+        )
+    if world.size > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group(
+            "nccl" if torch.cuda.is_available() else "gloo", rank=world.rank, world_size=world.size
+        )
+    return world
+
+
+def all_sum(values: list[float], world: World) -> list[float]:
+    if world.size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=world.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_flag(flag: bool, world: World) -> bool:
+    """The main process's decision, for all (e.g. whether a run failed)."""
+    if world.size == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=world.device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,36 @@
+"""GPU-hour estimates for a dry run: MACs counted on the meta device (no memory, no compute), times the
+images seen, at an assumed effective throughput per GPU. An estimate, labelled as such everywhere."""
+
+from functools import cache
+
+import timm
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness.recipe import ResolvedRun
+
+TRAIN_IMAGES = {"imagenet1k": 1_281_167, "imagenet100": 126_689}  # training-set sizes
+TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward about twice the forward
+
+
+@cache
+def count_gmacs(model: str, kwargs: tuple, input_size: int) -> float:
+    """Forward GMACs of one image, counted with FlopCounterMode on meta tensors."""
+    with torch.device("meta"):
+        net = timm.create_model(model, **dict(kwargs))
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            net(torch.empty(1, 3, input_size, input_size))
+    return counter.get_total_flops() / 2e9
+
+
+def gpu_hours(run: ResolvedRun) -> float:
+    """0 for runs on the synthetic dataset (they run on a CPU)."""
+    cfg = run.config
+    images = TRAIN_IMAGES.get(cfg.data.dataset)
+    if images is None or cfg.resources.gpus_per_node == 0:
+        return 0.0
+    kwargs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.model_kwargs.items()))
+    gmacs = count_gmacs(cfg.model, kwargs, cfg.data.input_size)
+    flops = images * cfg.data.fraction * cfg.epochs * gmacs * 1e9 * TRAIN_FLOPS_PER_MAC
+    return flops / (cfg.resources.assumed_tflops * 1e12) / 3600

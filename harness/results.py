@@ -1,0 +1,97 @@
+"""The run store: one folder per run, `runs/<table>/<uid>/`, written so that a crash never corrupts it.
+
+config.yaml   the resolved run config (written once, before training)
+metrics.jsonl one line per finished epoch (rewritten from the checkpoint on resume: no duplicates)
+checkpoint.pt the last finished epoch (write to a temporary file, then rename)
+result.json   final and best top-1, wall time, GPU-hours, provenance: its presence means "done"
+failure.json  why a run stopped as failed
+heartbeat     touched while a worker trains: recent means "running"
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+HEARTBEAT_FRESH_S = 15 * 60
+
+
+def run_dir(config: DictConfig, uid: str) -> Path:
+    return Path(config.runs_root) / config.table / uid
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a sibling temporary file, flush it to disk, then rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_config(folder: Path, config: DictConfig) -> None:
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(config))
+
+
+def append_metrics(folder: Path, record: dict[str, Any]) -> None:
+    with open(folder / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rewrite_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write_text(
+        folder / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    )
+
+
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """Every complete line of metrics.jsonl (a truncated last line, from a crash, is skipped)."""
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def touch_heartbeat(folder: Path, job_id: str) -> None:
+    atomic_write_json(folder / "heartbeat", {"time": time.time(), "job_id": job_id, "pid": os.getpid()})
+
+
+@dataclass
+class Status:
+    state: str  # done | running | failed | pending
+    detail: str = ""
+
+
+def run_status(folder: Path) -> Status:
+    if (folder / "result.json").exists():
+        result = json.loads((folder / "result.json").read_text())
+        return Status("done", f"top-1 {result['final_top1']:.2f} (best {result['best_top1']:.2f})")
+    if (folder / "failure.json").exists():
+        try:
+            reason = json.loads((folder / "failure.json").read_text())["reason"]
+        except (json.JSONDecodeError, KeyError):
+            reason = "failure.json is unreadable"
+        return Status("failed", reason)
+    beat = folder / "heartbeat"
+    if beat.exists() and time.time() - beat.stat().st_mtime < HEARTBEAT_FRESH_S:
+        epochs = len(read_metrics(folder))
+        return Status("running", f"{epochs} epoch(s) done")
+    return Status("pending")

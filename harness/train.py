@@ -1,0 +1,389 @@
+"""The supervised engine (Appendix D): each architecture's original protocol, via timm, plus SAR.
+
+L_tot = L_ce + lambda * L_se (Eq. 9), L_se from `sar.spatial_entropy` on the last block's similarity maps.
+Every epoch appends one line to metrics.jsonl and writes an atomic checkpoint holding everything needed
+to continue bit-for-bit (model, optimizer, scheduler, RNG states, the metric records); starting a run
+whose checkpoint exists resumes it, and each epoch appears once in the log however often it was killed.
+"""
+
+import contextlib
+import math
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from omegaconf import DictConfig, OmegaConf
+from timm.data import Mixup, create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+import sar
+from harness import distributed
+from harness.data import SyntheticConfig, build_dataset, dataset_spec
+from harness.provenance import provenance
+from harness.results import (
+    append_metrics,
+    atomic_write_json,
+    rewrite_metrics,
+    run_dir,
+    touch_heartbeat,
+    write_config,
+)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (e.g. the loss stayed non-finite); the reason lands in failure.json."""
+
+
+class WithSimilarity(nn.Module):
+    """Makes `forward` return (logits, S), so that DDP sees the SAR forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_similarity(x)
+
+
+def _rng_state() -> dict[str, Any]:
+    # numpy's global generator is what timm's Mixup draws from, so it is part of the state to restore
+    _, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": [has_gauss, cached]},
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, np_state["pos"], np_state["gauss"][0], np_state["gauss"][1]))  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (timm's Mixup uses the global generator)
+    torch.manual_seed(seed)
+
+
+def _datasets(cfg: DictConfig):
+    p, d = cfg.protocol, cfg.data
+    train_tf = create_transform(
+        d.input_size,
+        is_training=True,
+        color_jitter=p.color_jitter,
+        auto_augment=p.auto_augment,
+        interpolation=p.interpolation,
+        re_prob=p.reprob,
+        re_mode="pixel",
+        re_count=1,
+    )
+    eval_tf = create_transform(d.input_size, is_training=False, interpolation="bicubic", crop_pct=p.crop_pct)
+    synthetic = SyntheticConfig(**OmegaConf.to_container(d.synthetic))
+    common = {"root": d.root, "fraction_seed": d.fraction_seed, "synthetic": synthetic}
+    train = build_dataset(d.dataset, "train", transform=train_tf, fraction=d.fraction, **common)
+    val = build_dataset(d.dataset, "val", transform=eval_tf, **common)
+    return train, val
+
+
+def _num_classes(cfg: DictConfig) -> int:
+    return (
+        cfg.data.synthetic.num_classes
+        if cfg.data.dataset == "synthetic"
+        else dataset_spec(cfg.data.dataset).num_classes
+    )
+
+
+def _loaders(cfg: DictConfig, world: distributed.World):
+    train, val = _datasets(cfg)
+    if cfg.protocol.batch_size % world.size:
+        raise RunFailed(
+            f"protocol.batch_size {cfg.protocol.batch_size} is not divisible by {world.size} processes"
+        )
+    per_process = cfg.protocol.batch_size // world.size
+    if cfg.protocol.repeated_aug:
+        # DeiT rounds each epoch down to a multiple of 256 images, which would empty a tiny dataset
+        rounding = 256 if len(train) >= 256 * world.size else 0
+        sampler = RepeatAugSampler(train, world.size, world.rank, shuffle=True, selected_round=rounding)
+    else:
+        sampler = DistributedSampler(
+            train, world.size, world.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+    workers = cfg.data.num_workers
+    train_loader = DataLoader(
+        train,
+        per_process,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
+    if len(train_loader) == 0:
+        raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")
+    val_part = Subset(val, range(world.rank, len(val), world.size))
+    val_loader = DataLoader(val_part, per_process, shuffle=False, num_workers=workers)
+    return train_loader, sampler, val_loader
+
+
+def _mixup(cfg: DictConfig, num_classes: int) -> Mixup | None:
+    p = cfg.protocol
+    if p.mixup <= 0 and p.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=p.mixup,
+        cutmix_alpha=p.cutmix,
+        prob=p.mixup_prob,
+        switch_prob=p.mixup_switch_prob,
+        mode="batch",
+        label_smoothing=p.smoothing,
+        num_classes=num_classes,
+    )
+
+
+def _aux_loss(cfg: DictConfig, S: torch.Tensor) -> torch.Tensor:
+    return sar.tv_loss(S) if cfg.loss.variant == "tv" else sar.spatial_entropy(S)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _progress(loader, cfg: DictConfig, world: distributed.World, epoch: int):
+    if not (cfg.train.progress and world.is_main and sys.stderr.isatty()):
+        return loader
+    from tqdm import tqdm
+
+    desc = f"{cfg.table}/{cfg.row} epoch {epoch}/{cfg.epochs}"
+    return tqdm(loader, desc=desc, unit="img", unit_scale=loader.batch_size * world.size, leave=False)
+
+
+def train_one_epoch(
+    cfg, model, loader, optimizer, mixup_fn, criterion, world, epoch, state
+) -> dict[str, float]:
+    model.train()
+    device = world.device
+    totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "steps": 0, "skipped": 0, "images": 0}
+    start = time.perf_counter()
+    for images, targets in _progress(loader, cfg, world, epoch):
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if mixup_fn is not None:
+            images, targets = mixup_fn(images, targets)
+        with _autocast(device):
+            logits, S = model(images)
+        ce = criterion(logits.float(), targets)
+        aux = _aux_loss(cfg, S if cfg.loss.sar else S.detach())
+        loss = ce + cfg.loss.weight * aux if cfg.loss.sar else ce
+        finite = distributed.all_sum([float(not torch.isfinite(loss).item())], world)[0] == 0
+        optimizer.zero_grad(set_to_none=True)
+        if not finite:  # every process skips the same step, so DDP stays in step
+            state["nonfinite_in_a_row"] += 1
+            totals["skipped"] += 1
+            if state["nonfinite_in_a_row"] >= cfg.train.max_nonfinite_steps:
+                raise RunFailed(
+                    f"the loss was non-finite for {state['nonfinite_in_a_row']} steps in a row"
+                    f" (epoch {epoch}); last: ce={ce.item()}, aux={aux.item()}"
+                )
+            continue
+        state["nonfinite_in_a_row"] = 0
+        loss.backward()
+        if cfg.protocol.clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.protocol.clip_grad)
+        optimizer.step()
+        totals["loss"] += loss.item()
+        totals["ce"] += ce.item()
+        totals["aux"] += aux.item()
+        totals["steps"] += 1
+        totals["images"] += images.shape[0]
+    seconds = time.perf_counter() - start
+    loss_sum, ce_sum, aux_sum, steps, images_seen, skipped = distributed.all_sum(
+        [totals["loss"], totals["ce"], totals["aux"], totals["steps"], totals["images"], totals["skipped"]],
+        world,
+    )
+    return {
+        "train_loss": loss_sum / steps if steps else math.nan,
+        "train_ce": ce_sum / steps if steps else math.nan,
+        f"train_{'tv' if cfg.loss.variant == 'tv' else 'se'}": aux_sum / steps if steps else math.nan,
+        "images_per_s": images_seen / seconds if seconds else math.nan,
+        "train_seconds": seconds,
+        "skipped_steps": int(skipped // world.size),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, world: distributed.World) -> dict[str, float]:
+    model.eval()
+    correct1 = correct5 = count = 0.0
+    for images, targets in loader:
+        images, targets = images.to(world.device), targets.to(world.device)
+        with _autocast(world.device):
+            logits = model(images)
+        top5 = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top5 == targets[:, None]
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+        count += targets.shape[0]
+    correct1, correct5, count = distributed.all_sum([correct1, correct5, count], world)
+    return {"val_top1": 100 * correct1 / count, "val_top5": 100 * correct5 / count}
+
+
+def _save_checkpoint(folder: Path, payload: dict[str, Any]) -> None:
+    tmp = folder / f".{CHECKPOINT}.tmp"
+    torch.save(payload, tmp)
+    tmp.replace(folder / CHECKPOINT)
+
+
+def train_run(config: dict[str, Any], uid: str) -> dict[str, Any]:
+    """Train one resolved run (a `harness.schema.Run` as a dict); returns its result.json content."""
+    cfg = OmegaConf.create(config)
+    world = distributed.setup()
+    folder = run_dir(cfg, uid)
+    try:
+        return _train(cfg, uid, world, folder)
+    except Exception as error:
+        if world.is_main:
+            reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
+            atomic_write_json(
+                folder / "failure.json", {"reason": reason, "traceback": traceback.format_exc()}
+            )
+        raise
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
+    if world.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "failure.json").unlink(missing_ok=True)
+        write_config(folder, cfg)
+        touch_heartbeat(folder, world.job_id)
+    _seed_everything(cfg.seed + world.rank)
+    num_classes = _num_classes(cfg)
+    model = timm.create_model(
+        cfg.model,
+        num_classes=num_classes,
+        last_block=cfg.last_block,
+        drop_path_rate=cfg.protocol.drop_path,
+        **OmegaConf.to_container(cfg.model_kwargs),
+    ).to(world.device)
+    train_model: nn.Module = WithSimilarity(model)
+    if world.size > 1:
+        ids = [world.local_rank] if world.device.type == "cuda" else None
+        train_model = DistributedDataParallel(train_model, device_ids=ids)
+    p = cfg.protocol
+    lr = p.lr * p.batch_size / p.lr_batch_ref if p.lr_batch_ref else p.lr
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=p.weight_decay, eps=p.opt_eps)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=cfg.epochs,
+        lr_min=p.min_lr,
+        warmup_t=p.warmup_epochs,
+        warmup_lr_init=p.warmup_lr,
+        cycle_limit=1,
+        t_in_epochs=True,
+    )
+    train_loader, sampler, val_loader = _loaders(cfg, world)
+    mixup_fn = _mixup(cfg, num_classes)
+    if mixup_fn is not None:
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif p.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(p.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    records: list[dict[str, Any]] = []
+    state = {"nonfinite_in_a_row": 0, "wall_time_s": 0.0}
+    start_epoch = 0
+    checkpoint_path = folder / CHECKPOINT
+    if checkpoint_path.exists():
+        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        records, start_epoch = ckpt["records"], ckpt["epoch"]
+        state.update(ckpt["state"])
+        _set_rng_state(ckpt["rng"][world.rank] if world.rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        if world.is_main:
+            rewrite_metrics(folder, records)  # drop any line logged after this checkpoint
+
+    for epoch in range(start_epoch, cfg.epochs):
+        begin = time.perf_counter()
+        scheduler.step(epoch)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        stats = train_one_epoch(
+            cfg, train_model, train_loader, optimizer, mixup_fn, criterion, world, epoch + 1, state
+        )
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
+        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:
+            record.update(evaluate(model, val_loader, world))
+        record["seconds"] = time.perf_counter() - begin
+        state["wall_time_s"] += record["seconds"]
+        records.append(record)
+        rng = [_rng_state()]
+        if world.size > 1:
+            gathered: list[Any] = [None] * world.size
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if world.is_main:
+            append_metrics(folder, record)
+            _save_checkpoint(
+                folder,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "records": records,
+                    "state": dict(state),
+                    "rng": rng,
+                },
+            )
+            touch_heartbeat(folder, world.job_id)
+    result = _result(cfg, uid, records, state, world)
+    if world.is_main:
+        atomic_write_json(folder / "result.json", result)
+    return result
+
+
+def _result(cfg, uid, records, state, world) -> dict[str, Any]:
+    evaluated = [r for r in records if "val_top1" in r]
+    best = max(evaluated, key=lambda r: r["val_top1"])
+    gpus = world.size if torch.cuda.is_available() else 0
+    return {
+        "uid": uid,
+        "table": cfg.table,
+        "scale": cfg.scale,
+        "final_top1": records[-1]["val_top1"],
+        "final_top5": records[-1]["val_top5"],
+        "best_top1": best["val_top1"],
+        "best_epoch": best["epoch"],
+        "epochs": cfg.epochs,
+        "wall_time_s": state["wall_time_s"],
+        "gpu_hours": state["wall_time_s"] * gpus / 3600,
+        "skipped_steps": sum(r["skipped_steps"] for r in records),
+        "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
+    }
