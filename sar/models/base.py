@@ -1,12 +1,14 @@
 """The interface every SAR-ready model shares, on top of timm's (`forward`, `forward_features`,
 `forward_head`, `reset_classifier`)."""
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
+from timm.layers import trunc_normal_
 from torch import nn
 
-from sar.models.layers import Grid, SARBlock
+from sar.models.layers import Grid, SARBlock, init_weights, model_kwargs, pretrained_cfg
 
 
 class SimilarityModel(nn.Module):
@@ -54,14 +56,54 @@ def run_last_block(
 
 
 class ClsHeadModel(SimilarityModel):
-    """The head side of the models written here (T2T, PVT, CvT): a linear classifier on the [CLS] token."""
+    """What the models written here (T2T, PVT, CvT) share: a [CLS] token joined to the last stage, a
+    linear classifier on it, the official codes' initialisation and a fixed input size."""
 
     img_size: int
     embed_dim: int
+    cls_token: nn.Parameter
 
-    def _init_head(self, embed_dim: int, num_classes: int) -> None:
+    def _init_head_and_weights(self, embed_dim: int, num_classes: int) -> None:
         self.embed_dim = self.num_features = embed_dim
         self.reset_classifier(num_classes)
+        self.apply(init_weights)
+        trunc_normal_(self.cls_token, std=0.02)
+
+    @classmethod
+    def create(cls, name: str, pretrained: bool, kwargs: dict, **cfg: Any) -> "ClsHeadModel":
+        """The body of a timm entry point: build, then attach a timm-style pretrained_cfg."""
+        model = cls(**model_kwargs(name, pretrained, kwargs))
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg(
+            (3, model.img_size, model.img_size), model.num_classes, **cfg
+        )
+        return model
+
+    def prepend_cls(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+
+    def run_stages(
+        self,
+        x: torch.Tensor,
+        embeds: nn.ModuleList,
+        stages: nn.ModuleList,
+        positions: Iterable[torch.Tensor | None],
+        with_similarity: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A pyramid (PVT, CvT): per stage embed, blocks, feature map; [CLS] joins the last stage."""
+        self._check_input(x)
+        S = None
+        for i, (embed, blocks, pos) in enumerate(zip(embeds, stages, positions, strict=True)):
+            x, grid = embed(x)
+            last_stage = i == len(stages) - 1
+            if last_stage:
+                x = self.prepend_cls(x)
+            x = self.pos_drop(x if pos is None else x + pos)
+            for block in blocks[:-1]:
+                x = block(x, grid)
+            x, S = run_last_block(blocks[-1], x, grid, with_similarity and last_stage)
+            if not last_stage:
+                x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        return self.norm(x), S
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[-2:] != (self.img_size, self.img_size):

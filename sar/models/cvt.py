@@ -15,11 +15,11 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import QuickGELU, trunc_normal_
+from timm.layers import QuickGELU
 from timm.models import register_model
 from torch import nn
 
-from sar.models.base import ClsHeadModel, run_last_block
+from sar.models.base import ClsHeadModel
 from sar.models.layers import (
     Grid,
     LastBlock,
@@ -28,9 +28,6 @@ from sar.models.layers import (
     check_stages,
     cls_row_similarity,
     drop_path_rates,
-    init_weights,
-    model_kwargs,
-    pretrained_cfg,
 )
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
@@ -176,32 +173,13 @@ class ConvolutionalVisionTransformer(ClsHeadModel):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, chans))
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = LayerNorm(chans)
-        self._init_head(chans, num_classes)
-        self.apply(init_weights)
-        trunc_normal_(self.cls_token, std=0.02)
+        self._init_head_and_weights(chans, num_classes)
 
     def _tokens(self, x, with_similarity):
-        self._check_input(x)
-        S = None
-        for i, (embed, blocks) in enumerate(zip(self.embeds, self.stages, strict=True)):
-            x, grid = embed(x)
-            last_stage = i == len(self.stages) - 1
-            if last_stage:
-                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-            x = self.pos_drop(x)
-            for block in blocks[:-1]:
-                x = block(x, grid)
-            x, S = run_last_block(blocks[-1], x, grid, with_similarity and last_stage)
-            if not last_stage:
-                x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        return self.norm(x), S
+        return self.run_stages(x, self.embeds, self.stages, [None] * len(self.stages), with_similarity)
 
 
 @register_model
 def sar_cvt_13(pretrained: bool = False, **kwargs: Any) -> ConvolutionalVisionTransformer:
     """CvT-13 with a SAR-ready last block. S is 7x7 at 224 (see the module docstring)."""
-    model = ConvolutionalVisionTransformer(**model_kwargs("sar_cvt_13", pretrained, kwargs))
-    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
-        (3, model.img_size, model.img_size), model.num_classes
-    )
-    return model
+    return ConvolutionalVisionTransformer.create("sar_cvt_13", pretrained, kwargs)

@@ -16,7 +16,7 @@ from timm.layers import trunc_normal_
 from timm.models import register_model
 from torch import nn
 
-from sar.models.base import ClsHeadModel, run_last_block
+from sar.models.base import ClsHeadModel
 from sar.models.layers import (
     Grid,
     LastBlock,
@@ -25,9 +25,6 @@ from sar.models.layers import (
     check_stages,
     cls_row_similarity,
     drop_path_rates,
-    init_weights,
-    model_kwargs,
-    pretrained_cfg,
 )
 
 BlockNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -152,35 +149,15 @@ class PyramidVisionTransformer(ClsHeadModel):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, chans))
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = BlockNorm(chans)
-        self._init_head(chans, num_classes)
-        self.apply(init_weights)
-        for p in [*self.pos_embeds, self.cls_token]:
-            trunc_normal_(p, std=0.02)
+        self._init_head_and_weights(chans, num_classes)
+        for pos in self.pos_embeds:
+            trunc_normal_(pos, std=0.02)
 
     def _tokens(self, x, with_similarity):
-        self._check_input(x)
-        S = None
-        for i, (embed, pos, blocks) in enumerate(
-            zip(self.patch_embeds, self.pos_embeds, self.stages, strict=True)
-        ):
-            x, grid = embed(x)
-            last_stage = i == len(self.stages) - 1
-            if last_stage:
-                x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-            x = self.pos_drop(x + pos)
-            for block in blocks[:-1]:
-                x = block(x, grid)
-            x, S = run_last_block(blocks[-1], x, grid, with_similarity and last_stage)
-            if not last_stage:
-                x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        return self.norm(x), S
+        return self.run_stages(x, self.patch_embeds, self.stages, self.pos_embeds, with_similarity)
 
 
 @register_model
 def sar_pvt_small(pretrained: bool = False, **kwargs: Any) -> PyramidVisionTransformer:
     """PVT-Small (v1) with a SAR-ready last block."""
-    model = PyramidVisionTransformer(**model_kwargs("sar_pvt_small", pretrained, kwargs))
-    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
-        (3, model.img_size, model.img_size), model.num_classes
-    )
-    return model
+    return PyramidVisionTransformer.create("sar_pvt_small", pretrained, kwargs)

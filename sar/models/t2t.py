@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import Mlp, trunc_normal_
+from timm.layers import Mlp
 from timm.models import register_model
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -24,9 +24,6 @@ from sar.models.layers import (
     SARBlock,
     attend,
     drop_path_rates,
-    init_weights,
-    model_kwargs,
-    pretrained_cfg,
 )
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
@@ -163,15 +160,11 @@ class T2TViT(ClsHeadModel):
             )
         )
         self.norm = LayerNorm(embed_dim)
-        self._init_head(embed_dim, num_classes)
-        self.apply(init_weights)
-        trunc_normal_(self.cls_token, std=0.02)
+        self._init_head_and_weights(embed_dim, num_classes)
 
     def _tokens(self, x, with_similarity):
         self._check_input(x)
-        x = self.tokens_to_token(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.pos_drop(x + self.pos_embed)
+        x = self.pos_drop(self.prepend_cls(self.tokens_to_token(x)) + self.pos_embed)
         for block in self.blocks[:-1]:
             x = block(x)
         x, S = run_last_block(self.blocks[-1], x, self.feature_grid, with_similarity)
@@ -181,8 +174,4 @@ class T2TViT(ClsHeadModel):
 @register_model
 def sar_t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> T2TViT:
     """T2T-ViT-14 (T2T-ViT_t-14: transformer tokens-to-token) with a SAR-ready last block."""
-    model = T2TViT(**model_kwargs("sar_t2t_vit_14", pretrained, kwargs))
-    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
-        (3, model.img_size, model.img_size), model.num_classes, crop_pct=0.9
-    )
-    return model
+    return T2TViT.create("sar_t2t_vit_14", pretrained, kwargs, crop_pct=0.9)
