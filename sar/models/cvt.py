@@ -21,10 +21,10 @@ from torch import nn
 
 from sar.models.base import ClsHeadModel
 from sar.models.layers import (
+    FusedAttentionOutput,
     Grid,
     LastBlock,
     SARBlock,
-    attend,
     check_stages,
     cls_row_similarity,
     drop_path_rates,
@@ -59,7 +59,7 @@ class ConvProjection(nn.Sequential):
         self.bn = nn.BatchNorm2d(dim)
 
 
-class ConvAttention(nn.Module):
+class ConvAttention(FusedAttentionOutput):
     def __init__(
         self, dim: int, num_heads: int, with_cls: bool, qkv_bias: bool, attn_drop: float, proj_drop: float
     ) -> None:
@@ -94,10 +94,6 @@ class ConvAttention(nn.Module):
             for linear, t in zip((self.proj_q, self.proj_k, self.proj_v), projected, strict=True)
         )
         return q, k, v, kv_grid
-
-    def _out(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        x = attend(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         return self._out(*self._qkv(x, grid)[:3])

@@ -86,6 +86,18 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, drop
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
 
 
+class FusedAttentionOutput(nn.Module):
+    """The output side shared by the attention modules here: fused attention over per-head q, k, v, then
+    the heads concatenated and projected. Subclasses set scale, attn_drop (a rate), proj and proj_drop."""
+
+    scale: float
+    attn_drop: float
+
+    def _out(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        x = attend(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+
+
 def cls_row_similarity(q: torch.Tensor, k: torch.Tensor, scale: float, grid: Grid) -> torch.Tensor:
     """S of Eq. 4 from per-head q, k `[B, H, N, d]` with the [CLS] token first and the grid's patch keys
     last: one extra `[B, H, 1, n]` product, in float32."""
@@ -93,7 +105,7 @@ def cls_row_similarity(q: torch.Tensor, k: torch.Tensor, scale: float, grid: Gri
     return cls_similarity(q[:, :, 0], k[:, :, -n:], grid=grid, scale=scale)
 
 
-class ClsAttention(nn.Module):
+class ClsAttention(FusedAttentionOutput):
     """Multi-head self-attention with timm's parameter names (qkv, proj) that can also return S."""
 
     def __init__(
@@ -118,10 +130,6 @@ class ClsAttention(nn.Module):
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, _ = x.shape
         return self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-
-    def _out(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        x = attend(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         return self._out(*self.qkv_heads(x))

@@ -18,10 +18,10 @@ from torch import nn
 
 from sar.models.base import ClsHeadModel
 from sar.models.layers import (
+    FusedAttentionOutput,
     Grid,
     LastBlock,
     SARBlock,
-    attend,
     check_stages,
     cls_row_similarity,
     drop_path_rates,
@@ -43,7 +43,7 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
 
 
-class SRAttention(nn.Module):
+class SRAttention(FusedAttentionOutput):
     """Spatial-reduction attention: keys and values from a strided conv of the token grid (when sr > 1)."""
 
     def __init__(
@@ -76,10 +76,6 @@ class SRAttention(nn.Module):
             x = self.norm(x)
         k, v = self.kv(x).reshape(b, -1, 2, c).permute(2, 0, 1, 3).unbind(0)
         return q, self._heads(k), self._heads(v)
-
-    def _out(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        x = attend(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         return self._out(*self._qkv(x, grid))
