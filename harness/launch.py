@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import submitit
+import torch
 from omegaconf import OmegaConf
 
 from harness.recipe import ResolvedRun
@@ -27,18 +28,18 @@ def launcher_name(run: ResolvedRun) -> str:
     return name
 
 
-def _tasks(run: ResolvedRun) -> int:
-    r = run.config.resources
-    return r.tasks_per_node or max(1, r.gpus_per_node)
+def _tasks(run: ResolvedRun, gpus: int) -> int:
+    return run.config.resources.tasks_per_node or max(1, gpus)
 
 
 def _executor(kind: str, run: ResolvedRun) -> submitit.Executor:
     r, launcher = run.config.resources, run.config.launcher
     folder = Path(launcher.folder) / "%j"
-    if kind == "local":
+    if kind == "local":  # the GPUs this machine has, at most the ones asked for; one task per GPU
+        gpus = min(r.gpus_per_node, torch.cuda.device_count())
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(
-            timeout_min=r.timeout_min, gpus_per_node=r.gpus_per_node, tasks_per_node=_tasks(run)
+            timeout_min=r.timeout_min, gpus_per_node=gpus, tasks_per_node=_tasks(run, gpus)
         )
         return executor
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
@@ -48,7 +49,7 @@ def _executor(kind: str, run: ResolvedRun) -> submitit.Executor:
         timeout_min=r.timeout_min,
         nodes=r.nodes,
         gpus_per_node=r.gpus_per_node,
-        tasks_per_node=_tasks(run),
+        tasks_per_node=_tasks(run, r.gpus_per_node),
         cpus_per_task=r.cpus_per_task,
         mem_gb=r.mem_gb,
         slurm_partition=launcher.partition,

@@ -42,7 +42,7 @@ NOT_IDENTITY_NESTED = {
     ("data", "root"),
     ("data", "num_workers"),
     ("train", "progress"),
-    ("train", "log_every_steps"),
+    ("train", "heartbeat_every_steps"),
 }
 SCALES = ("paper", "local")
 LOSS_VARIANTS = ("entropy", "tv")

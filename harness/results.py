@@ -80,16 +80,25 @@ class Status:
     detail: str = ""
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def run_status(folder: Path) -> Status:
     if (folder / "result.json").exists():
-        result = json.loads((folder / "result.json").read_text())
+        result = _read_json(folder / "result.json")
+        if result is None or not {"final_top1", "best_top1"} <= result.keys():
+            return Status("failed", "result.json is unreadable")
         return Status("done", f"top-1 {result['final_top1']:.2f} (best {result['best_top1']:.2f})")
     if (folder / "failure.json").exists():
-        try:
-            reason = json.loads((folder / "failure.json").read_text())["reason"]
-        except (json.JSONDecodeError, KeyError):
-            reason = "failure.json is unreadable"
-        return Status("failed", reason)
+        failure = _read_json(folder / "failure.json")
+        return Status(
+            "failed", failure.get("reason", "no reason given") if failure else "failure.json is unreadable"
+        )
     beat = folder / "heartbeat"
     if beat.exists() and time.time() - beat.stat().st_mtime < HEARTBEAT_FRESH_S:
         epochs = len(read_metrics(folder))

@@ -103,7 +103,7 @@ class Paper:
 class Train:
     max_nonfinite_steps: int = 10  # consecutive non-finite losses before the run stops as failed
     eval_every: int = 1
-    log_every_steps: int = 50
+    heartbeat_every_steps: int = 50  # how often a training worker says it is alive (`status`: running)
     progress: bool = True
 
 

@@ -182,7 +182,7 @@ def _progress(loader, cfg: DictConfig, world: distributed.World, epoch: int):
 
 
 def train_one_epoch(
-    cfg, model, loader, optimizer, mixup_fn, criterion, world, epoch, state
+    cfg, model, loader, optimizer, mixup_fn, criterion, world, epoch, state, heartbeat
 ) -> dict[str, float]:
     model.train()
     device = world.device
@@ -218,6 +218,8 @@ def train_one_epoch(
         totals["aux"] += aux.item()
         totals["steps"] += 1
         totals["images"] += images.shape[0]
+        if world.is_main and totals["steps"] % cfg.train.heartbeat_every_steps == 0:
+            heartbeat()
     seconds = time.perf_counter() - start
     loss_sum, ce_sum, aux_sum, steps, images_seen, skipped = distributed.all_sum(
         [totals["loss"], totals["ce"], totals["aux"], totals["steps"], totals["images"], totals["skipped"]],
@@ -335,7 +337,16 @@ def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) ->
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         stats = train_one_epoch(
-            cfg, train_model, train_loader, optimizer, mixup_fn, criterion, world, epoch + 1, state
+            cfg,
+            train_model,
+            train_loader,
+            optimizer,
+            mixup_fn,
+            criterion,
+            world,
+            epoch + 1,
+            state,
+            heartbeat=lambda: touch_heartbeat(folder, world.job_id),
         )
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:

@@ -1,0 +1,50 @@
+"""The run store: atomic writes, a truncated metrics line, and the four states of a run folder."""
+
+import json
+import os
+import time
+
+from harness.results import (
+    HEARTBEAT_FRESH_S,
+    append_metrics,
+    atomic_write_json,
+    read_metrics,
+    run_status,
+    touch_heartbeat,
+)
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    atomic_write_json(tmp_path / "result.json", {"a": 1})
+    atomic_write_json(tmp_path / "result.json", {"a": 2})
+    assert json.loads((tmp_path / "result.json").read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_truncated_metrics_line_is_skipped(tmp_path):
+    append_metrics(tmp_path, {"epoch": 1, "val_top1": 10.0})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "val_to')  # a crash in the middle of a write
+    assert read_metrics(tmp_path) == [{"epoch": 1, "val_top1": 10.0}]
+
+
+def test_run_states(tmp_path):
+    assert run_status(tmp_path).state == "pending"
+    touch_heartbeat(tmp_path, "123")
+    append_metrics(tmp_path, {"epoch": 1})
+    assert (run_status(tmp_path).state, run_status(tmp_path).detail) == ("running", "1 epoch(s) done")
+    stale = time.time() - HEARTBEAT_FRESH_S - 60
+    os.utime(tmp_path / "heartbeat", (stale, stale))
+    assert run_status(tmp_path).state == "pending"  # a worker that died without a word
+    atomic_write_json(tmp_path / "failure.json", {"reason": "the loss was non-finite"})
+    assert (run_status(tmp_path).state, run_status(tmp_path).detail) == ("failed", "the loss was non-finite")
+    atomic_write_json(tmp_path / "result.json", {"final_top1": 71.5, "best_top1": 72.0})
+    assert run_status(tmp_path).state == "done"
+    (tmp_path / "result.json").write_text('{"final_top1": 7')  # half-written by hand or a broken disk
+    assert (run_status(tmp_path).state, run_status(tmp_path).detail) == (
+        "failed",
+        "result.json is unreadable",
+    )
+    (tmp_path / "failure.json").write_text("{not json")
+    (tmp_path / "result.json").unlink()
+    assert run_status(tmp_path).detail == "failure.json is unreadable"
