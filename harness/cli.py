@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from harness.recipe import RecipeError, ResolvedRun, list_recipes, load_recipe
-from harness.results import run_dir, run_status
+from harness.results import run_status
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -18,18 +18,18 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _resources(run: ResolvedRun) -> str:
-    r = run.config.resources
+    r = run.row_config.resources
     return "CPU" if r.gpus_per_node == 0 else f"{r.nodes}x{r.gpus_per_node} GPU"
 
 
 def _dataset(run: ResolvedRun) -> str:
-    d = run.config.data
+    d = run.row_config.data
     name = f"{d.dataset} (for {d.stands_for})" if d.stands_for else d.dataset
     return name if d.fraction == 1 else f"{name} x{d.fraction:g}"
 
 
 def _state(run: ResolvedRun) -> str:
-    status = run_status(run_dir(run.config, run.uid))
+    status = run_status(run.folder)
     return f"{status.state}: {status.detail}" if status.detail else status.state
 
 
@@ -40,7 +40,7 @@ def run_table(runs: list[ResolvedRun], with_estimate: bool) -> str:
     headers += ["est. GPU-h", "state"] if with_estimate else ["state"]
     rows = []
     for run in runs:
-        c = run.config
+        c = run.row_config
         loss = f"+ {c.loss.weight:g} L_{'tv' if c.loss.variant == 'tv' else 'se'}" if c.loss.sar else "ce"
         cells = [
             run.uid,
@@ -68,19 +68,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(run_table(runs, with_estimate=True))
         return 0
-    todo = runs if args.force else [r for r in runs if run_status(run_dir(r.config, r.uid)).state != "done"]
+    todo = runs if args.force else [r for r in runs if run_status(r.folder).state != "done"]
     if not todo:
         print(f"every run of {args.recipe} is already done (use --force to train them again)")
         return 0
     for run in todo:  # a missing dataset stops everything before anything is launched
         try:
-            check_available(run.config.data.dataset, run.config.data.root)
+            check_available(run.row_config.data.dataset, run.row_config.data.root)
         except DatasetNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
     if args.force:
         for run in todo:
-            folder = run_dir(run.config, run.uid)
+            folder = run.folder
             for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "failure.json"):
                 (folder / name).unlink(missing_ok=True)
     print(f"launching {len(todo)} run(s); {len(runs) - len(todo)} already done", flush=True)
@@ -94,6 +94,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     recipe, runs = load_recipe(args.recipe, args.overrides)
     print(f"{recipe.title} [{recipe.scale} scale]")
     print(run_table(runs, with_estimate=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.recipe import RECIPES_DIR
+    from harness.report.render import render_index, render_table
+
+    if args.all == (args.recipe is not None):
+        print("error: give a recipe or --all", file=sys.stderr)
+        return 2
+    recipes = sorted(RECIPES_DIR.glob("*.yaml")) if args.all else [Path(args.recipe)]
+    out = Path(args.out)
+    for path in recipes:
+        summary = render_table(path, args.overrides, out, args.tolerance)
+        print(f"{out / summary['name']}.md, .html: {summary['done']}/{summary['runs']} run(s) done")
+    render_index(out)
+    print(f"{out / 'index.html'}")
     return 0
 
 
@@ -121,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("recipe")
     status.add_argument("overrides", nargs="*")
     status.set_defaults(func=cmd_status)
+    report = sub.add_parser("report", help="Markdown and HTML reports: ours beside the paper's numbers")
+    report.add_argument("recipe", nargs="?")
+    report.add_argument("overrides", nargs="*")
+    report.add_argument("--all", action="store_true", help="every recipe under recipes/")
+    report.add_argument("--out", default="reports", help="output folder (default: reports)")
+    report.add_argument(
+        "--tolerance", type=float, default=0.5, help="points from the paper's value (default 0.5)"
+    )
+    report.set_defaults(func=cmd_report)
     sub.add_parser("list", help="every recipe and what it reproduces").set_defaults(func=cmd_list)
     args = parser.parse_args(argv)
     try:

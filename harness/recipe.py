@@ -4,6 +4,7 @@ Nothing here launches or writes anything: every error is raised before a run fol
 file, the key and what was expected.
 """
 
+import functools
 import hashlib
 import json
 import zlib
@@ -56,12 +57,26 @@ class RecipeError(ValueError):
 @dataclass
 class ResolvedRun:
     uid: str
-    config: DictConfig  # a `Run`
+    row_config: DictConfig  # the resolved `Run` of the row, for its first seed
+    seed: int
     rows: list[str] = field(default_factory=list)  # every table row this run fills (identical rows share it)
+
+    @functools.cached_property
+    def config(self) -> DictConfig:
+        """The full `Run` of this seed (a copy only where the seed differs: copies are slow)."""
+        if self.seed == self.row_config.seed:
+            return self.row_config
+        config = self.row_config.copy()
+        config.seed = self.seed
+        return config
 
     @property
     def table(self) -> str:
-        return self.config.table
+        return self.row_config.table
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.row_config.runs_root) / self.table / self.uid
 
 
 def _describe(error: OmegaConfBaseException) -> str:
@@ -82,9 +97,14 @@ def _load_yaml(path: Path, what: str) -> DictConfig:
     return OmegaConf.create(raw)
 
 
+@functools.cache
+def _template(schema: type) -> DictConfig:
+    return OmegaConf.structured(schema)
+
+
 def _structured(schema: type, raw: DictConfig, source: str) -> DictConfig:
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
+        merged = OmegaConf.merge(_template(schema), raw)
         missing = sorted(OmegaConf.missing_keys(merged))
     except OmegaConfBaseException as error:
         raise RecipeError(f"{source}: {_describe(error)}") from error
@@ -94,6 +114,11 @@ def _structured(schema: type, raw: DictConfig, source: str) -> DictConfig:
 
 
 def load_protocol(name: str, source: str) -> DictConfig:
+    return _load_protocol(name, source).copy()
+
+
+@functools.cache
+def _load_protocol(name: str, source: str) -> DictConfig:
     path = PROTOCOLS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PROTOCOLS_DIR.glob("*.yaml"))
@@ -191,7 +216,8 @@ def _resolve_row(recipe: DictConfig, row: DictConfig, seed: int, path: Path) -> 
     }
     if recipe.scale == "local":
         _to_local(run, recipe.local)
-    return _structured(Run, OmegaConf.create(run), source)
+    # every part was typed by the Recipe and Protocol schemas already: no per-row structured merge (slow)
+    return OmegaConf.create(run)
 
 
 def _to_local(run: dict[str, Any], local: DictConfig) -> None:
@@ -215,7 +241,10 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
 
 def identity(config: DictConfig) -> dict[str, Any]:
     """The part of a run config that decides what it computes."""
-    data = OmegaConf.to_container(config, resolve=True)
+    return _identity_of(OmegaConf.to_container(config, resolve=True))
+
+
+def _identity_of(data: dict[str, Any]) -> dict[str, Any]:
     for key in NOT_IDENTITY:
         data.pop(key, None)
     for section, key in NOT_IDENTITY_NESTED:
@@ -224,8 +253,38 @@ def identity(config: DictConfig) -> dict[str, Any]:
 
 
 def run_uid(config: DictConfig) -> str:
-    canonical = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
+    return _uid_of(identity(config))
+
+
+def _uid_of(identity_data: dict[str, Any]) -> str:
+    canonical = json.dumps(identity_data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict) or not node:
+        return [prefix]
+    return [key for name, value in node.items() for key in _leaf_keys(value, f"{prefix}{name}.")]
+
+
+def _typed_overrides(run_overrides: DictConfig, path: Path) -> list[tuple[str, Any]]:
+    """Run-level overrides checked against the `Run` schema once (unknown keys, types), and their values
+    converted to the schema's types, so that `protocol.lr=1` and `protocol.lr=1.0` give the same uid."""
+    try:
+        typed = OmegaConf.merge(_template(Run), run_overrides)
+    except OmegaConfBaseException as error:
+        raise RecipeError(f"override of {path}: {_describe(error)}") from error
+    keys = [key.rstrip(".") for key in _leaf_keys(OmegaConf.to_container(run_overrides))]
+    return [
+        (
+            key,
+            OmegaConf.to_object(value)
+            if OmegaConf.is_config(value := OmegaConf.select(typed, key))
+            else value,
+        )
+        for key in keys
+        if key
+    ]
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[DictConfig, list[ResolvedRun]]:
@@ -244,17 +303,21 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[D
     ids = [row.id for row in recipe.rows]
     if len(set(ids)) != len(ids):
         raise RecipeError(f"{path}: key 'rows': row ids must be unique, got duplicates in {ids}")
-    runs: dict[str, ResolvedRun] = {}
     for row in recipe.rows:
-        for seed in recipe.seeds:
-            config = _resolve_row(recipe, row, seed, path)
-            try:
-                config = OmegaConf.merge(config, run_overrides)
-            except OmegaConfBaseException as error:
-                raise RecipeError(f"override of {path}: {_describe(error)}") from error
-            _check_run(config, f"{path}: row '{row.id}'")
-            uid = run_uid(config)
-            runs.setdefault(uid, ResolvedRun(uid, config)).rows.append(row.id)
+        if row.baseline is not None and row.baseline not in ids:
+            raise RecipeError(f"{path}: row '{row.id}': key 'baseline': no row has id {row.baseline!r}")
+    typed = _typed_overrides(run_overrides, path)
+    runs: dict[str, ResolvedRun] = {}
+    for row in recipe.rows:  # resolved once per row; seeds differ by `seed` only (unless an override sets it)
+        resolved = _resolve_row(recipe, row, recipe.seeds[0], path)
+        for key, value in typed:
+            OmegaConf.update(resolved, key, value, merge=False)
+        _check_run(resolved, f"{path}: row '{row.id}'")
+        seeds = [resolved.seed] if "seed" in run_overrides else recipe.seeds
+        row_identity = identity(resolved)
+        for seed in seeds:
+            uid = _uid_of({**row_identity, "seed": seed})
+            runs.setdefault(uid, ResolvedRun(uid, resolved, seed)).rows.append(row.id)
     return recipe, list(runs.values())
 
 

@@ -151,6 +151,7 @@ class Row:
     loss: Loss = field(default_factory=Loss)
     fraction: float | None = None
     paper: Paper = field(default_factory=Paper)
+    baseline: str | None = None  # id of the row this one improves on: the report shows the gain over it
 
 
 @dataclass
@@ -179,6 +180,7 @@ class Recipe:
     epochs: int | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     rows: list[Row] = MISSING
+    lambda_sweep: str | None = None  # a group whose rows differ by lambda only: plotted against lambda
     local: Local = field(default_factory=Local)
     train: Train = field(default_factory=Train)
     resources: Resources = field(default_factory=Resources)

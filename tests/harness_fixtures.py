@@ -31,6 +31,7 @@ rows:
     last_block: sar
     loss: {{sar: true, weight: 0.01}}
     paper: {{top1: 55.0}}
+    baseline: base
 """
 TINY_OVERRIDES = ["protocol.batch_size=16", "protocol.warmup_epochs=1"]
 
