@@ -9,9 +9,9 @@ from pathlib import Path
 import numba
 import torch
 
-from benchmarks import bench_loss, bench_models
+from benchmarks import bench_loss, bench_models, bench_report
 
-BENCHES = {"loss": bench_loss.run, "models": bench_models.run}
+BENCHES = {"loss": bench_loss.run, "models": bench_models.run, "report": bench_report.run}
 
 
 def main() -> None:
