@@ -78,13 +78,18 @@ def lambda_sweep(recipe: DictConfig, frame: pd.DataFrame, path: Path, scale: str
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(6, 4))
     x = [f"{w:g}" for w in group["weight"]]
-    ax.plot(x, group["paper"], marker="o", color="grey", label="paper")
-    ax.errorbar(
+    paper_line = ax.plot(x, group["paper"], marker="o", color="grey", label="paper")
+    # away from paper scale the two live on different ranges: ours gets its own axis on the right
+    ours_ax = ax if scale == "paper" else ax.twinx()
+    ours_line = ours_ax.errorbar(
         x, group["mean"], yerr=group["std"].fillna(0), marker="s", capsize=3, label=f"ours ({scale} scale)"
     )
     ax.set_xlabel("lambda (weight of the spatial entropy loss)")
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel("top-1 (%)" if scale == "paper" else "paper top-1 (%)")
+    if ours_ax is not ax:
+        ours_ax.set_ylabel(f"our top-1 (%), {scale} scale")
+        ours_ax.grid(False)
     ax.set_title(recipe.title.split(",")[0] + f": lambda sweep ({scale} scale)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(handles=[paper_line[0], ours_line], fontsize=8)
     _save(fig, path)
     return True
