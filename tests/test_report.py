@@ -6,12 +6,17 @@ import math
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import timm
+import torch
+from omegaconf import OmegaConf
 
 from harness.recipe import load_recipe
 from harness.report import format
 from harness.report.aggregate import scorecard
+from harness.report.attention import keep_mass
 from harness.report.render import render_index, render_table
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
@@ -131,3 +136,33 @@ def test_html_parses_and_links_only_to_existing_files(tmp_path, page):
     assert parser.links
     for link in parser.links:
         assert (out / link).is_file(), link
+
+
+def test_keep_mass_keeps_the_smallest_set_with_sixty_percent():
+    attention = np.array([[0.1, 0.5], [0.3, 0.1]])
+    assert keep_mass(attention).tolist() == [[False, True], [True, False]]
+    assert keep_mass(np.full((2, 2), 0.25)).sum() == 3  # ties: as many as reach 60%
+
+
+def _checkpoints(runs) -> None:
+    for run in runs:
+        config = run.config
+        model = timm.create_model(
+            config.model,
+            num_classes=config.data.synthetic.num_classes,
+            last_block=config.last_block,
+            **OmegaConf.to_container(config.model_kwargs),
+        )
+        torch.save({"model": model.state_dict()}, run.folder / "checkpoint.pt")
+
+
+def test_attention_maps_of_the_baseline_and_sar_rows(tmp_path):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    runs = _store(recipe, seeds=1)
+    _checkpoints(runs)
+    text = _render(recipe, tmp_path / "reports", seeds=1)
+    for name in ("tiny_attention.png", "tiny_attention_thresholded.png"):
+        assert f"figures/{name}" in text and (tmp_path / "reports" / "figures" / name).is_file()
+    next(r for r in runs if "sar" in r.rows).folder.joinpath("checkpoint.pt").write_bytes(b"not a checkpoint")
+    text = _render(recipe, tmp_path / "reports", seeds=1)
+    assert "attention maps: a checkpoint could not be read" in text

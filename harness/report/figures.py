@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from harness.report.aggregate import RunRecord
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save(fig: plt.Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
@@ -66,7 +66,7 @@ def curves(recipe: DictConfig, records: list[RunRecord], path: Path, scale: str)
     ax.set_title(f"{recipe.title} ({scale} scale)", fontsize=10)
     if len(palette) <= MAX_LEGEND:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -91,5 +91,5 @@ def lambda_sweep(recipe: DictConfig, frame: pd.DataFrame, path: Path, scale: str
         ours_ax.grid(False)
     ax.set_title(recipe.title.split(",")[0] + f": lambda sweep ({scale} scale)", fontsize=10)
     ax.legend(handles=[paper_line[0], ours_line], fontsize=8)
-    _save(fig, path)
+    save(fig, path)
     return True

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from harness.recipe import load_recipe
 from harness.report import figures, format
 from harness.report.aggregate import RunRecord, Scorecard, cells, read_run, scorecard
+from harness.report.attention import attention_figures
 from harness.results import atomic_write_text
 
 TEMPLATES = Environment(
@@ -92,6 +93,10 @@ def render_table(
         recipe, frame, out / "figures" / f"{stem}_lambda.png", scale
     ):
         shown.append({"file": f"{stem}_lambda.png", "caption": f"Top-1 against lambda ({scale} scale)"})
+    attention_files, attention_problems = attention_figures(recipe, runs, out, stem)
+    for file in attention_files:
+        what = "60% of the mass kept" if "thresholded" in file else "every head's last-block [CLS] attention"
+        shown.append({"file": file, "caption": f"Attention maps, {what} ({scale} scale)"})
     context = {
         "title": recipe.title,
         "reproduces": recipe.reproduces,
@@ -101,7 +106,7 @@ def render_table(
         "card": card,
         "groups": _groups(frame, scale),
         "figures": shown,
-        "problems": [f"{r.uid}: {p}" for r in records for p in r.problems],
+        "problems": [f"{r.uid}: {p}" for r in records for p in r.problems] + attention_problems,
         "provenance": _provenance(records),
     }
     for suffix in ("md", "html"):
