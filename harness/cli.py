@@ -101,6 +101,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.recipe import RECIPES_DIR
     from harness.report.render import render_index, render_table
 
+    if args.all and args.recipe and "=" in args.recipe:  # `report --all scale=local`: no recipe, overrides
+        args.overrides, args.recipe = [args.recipe, *args.overrides], None
     if args.all == (args.recipe is not None):
         print("error: give a recipe or --all", file=sys.stderr)
         return 2

@@ -166,3 +166,13 @@ def test_attention_maps_of_the_baseline_and_sar_rows(tmp_path):
     next(r for r in runs if "sar" in r.rows).folder.joinpath("checkpoint.pt").write_bytes(b"not a checkpoint")
     text = _render(recipe, tmp_path / "reports", seeds=1)
     assert "attention maps: a checkpoint could not be read" in text
+
+
+def test_report_all_takes_overrides(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["report", "--all", "scale=local", "--out", str(tmp_path)]) == 0
+    for name in ("table1-local", "table2-local", "figure3-local"):
+        assert (tmp_path / f"{name}.html").is_file()
+    index = (tmp_path / "index.html").read_text()
+    assert "table1-local.html" in index and "local" in index
