@@ -202,3 +202,13 @@ def test_list_names_every_recipe(capsys):
     out = capsys.readouterr().out
     for name in ("table1.yaml", "table2.yaml", "figure3.yaml"):
         assert name in out
+
+
+def test_the_schema_mirrors_the_synthetic_dataset_defaults():
+    """schema.Synthetic exists because OmegaConf cannot merge into the frozen SyntheticConfig."""
+    from dataclasses import asdict
+
+    from harness.data import SyntheticConfig
+    from harness.schema import Synthetic
+
+    assert asdict(Synthetic()) == asdict(SyntheticConfig())
