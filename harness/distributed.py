@@ -62,15 +62,6 @@ def all_sum(values: list[float], world: World) -> list[float]:
     return t.tolist()
 
 
-def broadcast_flag(flag: bool, world: World) -> bool:
-    """The main process's decision, for all (e.g. whether a run failed)."""
-    if world.size == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=world.device)
-    dist.broadcast(t, 0)
-    return bool(t.item())
-
-
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -56,18 +56,23 @@ def rewrite_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
     )
 
 
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """Every complete line of metrics.jsonl (a truncated last line, from a crash, is skipped)."""
+def read_metrics_checked(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every complete line of metrics.jsonl, and a note for each line that is not (a crash mid-write)."""
     path = folder / "metrics.jsonl"
     if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
+        return [], []
+    records, problems = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            continue
-    return records
+            problems.append(f"metrics.jsonl line {number} is unreadable (truncated write?)")
+    return records, problems
+
+
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """Every complete line of metrics.jsonl (a truncated last line, from a crash, is skipped)."""
+    return read_metrics_checked(folder)[0]
 
 
 def touch_heartbeat(folder: Path, job_id: str) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from harness.recipe import ResolvedRun
-from harness.results import run_status
+from harness.results import read_metrics_checked, run_status
 
 
 @dataclass
@@ -28,23 +28,10 @@ class RunRecord:
     problems: list[str] = field(default_factory=list)
 
 
-def _read_metrics(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    path = folder / "metrics.jsonl"
-    if not path.exists():
-        return [], []
-    records, problems = [], []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            problems.append(f"metrics.jsonl line {number} is unreadable (truncated write?)")
-    return records, problems
-
-
 def read_run(run: ResolvedRun) -> RunRecord:
     folder = run.folder
     status = run_status(folder)
-    metrics, problems = _read_metrics(folder)
+    metrics, problems = read_metrics_checked(folder)
     result = None
     if status.state == "done":
         result = json.loads((folder / "result.json").read_text())
