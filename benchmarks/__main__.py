@@ -9,9 +9,14 @@ from pathlib import Path
 import numba
 import torch
 
-from benchmarks import bench_loss, bench_models, bench_report
+from benchmarks import bench_loss, bench_models, bench_recipes, bench_report
 
-BENCHES = {"loss": bench_loss.run, "models": bench_models.run, "report": bench_report.run}
+BENCHES = {
+    "loss": bench_loss.run,
+    "models": bench_models.run,
+    "report": bench_report.run,
+    "recipes": bench_recipes.run,
+}
 
 
 def main() -> None:

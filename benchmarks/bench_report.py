@@ -21,6 +21,7 @@ def _recipe(folder: Path) -> Path:
     )
     path = folder / "bench.yaml"
     path.write_text(
+        "defaults: [recipe_schema, {protocol: deit}, _self_]\n"
         "name: bench\ntitle: 'Bench: 1,000 runs'\nreproduces: 'nothing: a benchmark'\n"
         f"model: sar_vit_tiny_patch16_224\ndataset: synthetic\nepochs: {EPOCHS}\n"
         f"seeds: {list(range(SEEDS))}\nlambda_sweep: sweep\nruns_root: {folder / 'runs'}\nrows:\n{rows}\n"

@@ -1,11 +1,23 @@
-"""`python -m harness run|status|list`: the product's command line."""
+"""`python -m harness run|status|report|list`: the product's command line.
+
+Heavy modules (torch, timm, Hydra) are imported by the commands that use them, so that `list` and
+`--help` answer at once.
+"""
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.recipe import RecipeError, ResolvedRun, list_recipes, load_recipe
-from harness.results import run_status
+from harness.config import RecipeError
+
+if TYPE_CHECKING:
+    from harness.recipe import ResolvedRun
+
+OVERRIDES_HELP = (
+    "Hydra overrides: key=value, +key=value, ++key=value, ~key, key=null, key=[a,b], protocol=NAME; "
+    "with -m, sweeps key=a,b or key=range(a,b)"
+)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -17,26 +29,30 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _resources(run: ResolvedRun) -> str:
+def _resources(run: "ResolvedRun") -> str:
     r = run.row_config.resources
     return "CPU" if r.gpus_per_node == 0 else f"{r.nodes}x{r.gpus_per_node} GPU"
 
 
-def _dataset(run: ResolvedRun) -> str:
+def _dataset(run: "ResolvedRun") -> str:
     d = run.row_config.data
     name = f"{d.dataset} (for {d.stands_for})" if d.stands_for else d.dataset
     return name if d.fraction == 1 else f"{name} x{d.fraction:g}"
 
 
-def _state(run: ResolvedRun) -> str:
+def _state(run: "ResolvedRun") -> str:
+    from harness.results import run_status
+
     status = run_status(run.folder)
     return f"{status.state}: {status.detail}" if status.detail else status.state
 
 
-def run_table(runs: list[ResolvedRun], with_estimate: bool) -> str:
+def run_table(runs: list["ResolvedRun"], with_estimate: bool) -> str:
     from harness.estimate import gpu_hours
 
-    headers = ["uid", "rows", "model", "last block", "loss", "dataset", "epochs", "seed", "resources"]
+    swept = any(run.sweeps for run in runs)
+    headers = ["uid", "rows", *(["sweep"] if swept else []), "model", "last block", "loss", "dataset"]
+    headers += ["epochs", "seed", "resources"]
     headers += ["est. GPU-h", "state"] if with_estimate else ["state"]
     rows = []
     for run in runs:
@@ -45,6 +61,7 @@ def run_table(runs: list[ResolvedRun], with_estimate: bool) -> str:
         cells = [
             run.uid,
             ",".join(run.rows),
+            *([_sweeps(run)] if swept else []),
             c.model,
             c.last_block,
             loss,
@@ -59,11 +76,36 @@ def run_table(runs: list[ResolvedRun], with_estimate: bool) -> str:
     return _table(headers, rows)
 
 
+def _load(args: argparse.Namespace):
+    from harness.recipe import load_recipe
+
+    return load_recipe(args.recipe, args.overrides, multirun=args.multirun)
+
+
+def _sweeps(run: "ResolvedRun") -> str:
+    return " | ".join(" ".join(point) for point in run.sweeps)
+
+
+def print_configs(runs: list["ResolvedRun"]) -> None:
+    """`--cfg`: each resolved run's config as YAML, headed by its uid, rows and seed."""
+    from omegaconf import OmegaConf
+
+    for run in runs:
+        sweep = f", sweep {_sweeps(run)}" if run.sweeps else ""
+        print(f"# run {run.uid}: rows {', '.join(run.rows)}, seed {run.seed}{sweep}")
+        print(OmegaConf.to_yaml(run.config), end="")
+        print("---")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.data import DatasetNotFoundError, check_available
     from harness.launch import launch
+    from harness.results import run_status
 
-    recipe, runs = load_recipe(args.recipe, args.overrides)
+    recipe, runs = _load(args)
+    if args.cfg:
+        print_configs(runs)
+        return 0
     print(f"{recipe.title} [{recipe.scale} scale]: {len(runs)} run(s)")
     if args.dry_run:
         print(run_table(runs, with_estimate=True))
@@ -91,20 +133,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    recipe, runs = load_recipe(args.recipe, args.overrides)
+    recipe, runs = _load(args)
+    if args.cfg:
+        print_configs(runs)
+        return 0
     print(f"{recipe.title} [{recipe.scale} scale]")
     print(run_table(runs, with_estimate=False))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.recipe import RECIPES_DIR
+    from harness.config import RECIPES_DIR
     from harness.report.render import render_index, render_table
 
     if args.all and args.recipe and "=" in args.recipe:  # `report --all scale=local`: no recipe, overrides
         args.overrides, args.recipe = [args.recipe, *args.overrides], None
     if args.all == (args.recipe is not None):
         print("error: give a recipe or --all", file=sys.stderr)
+        return 2
+    if args.multirun:
+        print(
+            "error: a report shows one point of a sweep: give its values as plain overrides "
+            "(e.g. report RECIPE loss.weight=0.1)",
+            file=sys.stderr,
+        )
         return 2
     recipes = sorted(RECIPES_DIR.glob("*.yaml")) if args.all else [Path(args.recipe)]
     out = Path(args.out)
@@ -117,6 +169,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from harness.config import list_recipes
+
     rows = [
         [str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path), reproduces]
         for path, _, reproduces in list_recipes()
@@ -125,24 +179,34 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a recipe file, e.g. recipes/table1.yaml")
+    parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    parser.add_argument(
+        "-m", "--multirun", action="store_true", help="expand sweeps (key=a,b) into the product of runs"
+    )
+    parser.add_argument(
+        "--cfg", action="store_true", help="print the resolved runs' configs as YAML and exit"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness", description="Reproduce the SAR paper's tables."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="validate a recipe, expand it into runs and launch those not done")
-    run.add_argument("recipe")
-    run.add_argument("overrides", nargs="*", help="key=value, e.g. scale=local seeds=[0,1,2] launcher=slurm")
+    _recipe_arguments(run)
     run.add_argument("--dry-run", action="store_true", help="print the run table; create nothing")
     run.add_argument("--force", action="store_true", help="train runs again even if they are done")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="per run: done, running, failed (with the reason) or pending")
-    status.add_argument("recipe")
-    status.add_argument("overrides", nargs="*")
+    _recipe_arguments(status)
     status.set_defaults(func=cmd_status)
     report = sub.add_parser("report", help="Markdown and HTML reports: ours beside the paper's numbers")
     report.add_argument("recipe", nargs="?")
-    report.add_argument("overrides", nargs="*")
+    report.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    report.add_argument("-m", "--multirun", action="store_true", help=argparse.SUPPRESS)
     report.add_argument("--all", action="store_true", help="every recipe under recipes/")
     report.add_argument("--out", default="reports", help="output folder (default: reports)")
     report.add_argument(
@@ -150,7 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.set_defaults(func=cmd_report)
     sub.add_parser("list", help="every recipe and what it reproduces").set_defaults(func=cmd_list)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # overrides may follow options: `scale=local -m a=1,2`
+    unknown = [item for item in extra if item.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except RecipeError as error:

@@ -1,57 +1,36 @@
-"""Load a recipe, validate it, and expand it into fully resolved runs, each with a stable uid.
+"""Validate a recipe and expand it into fully resolved runs (rows x seeds x sweep points), each with a
+stable uid computed from the fields its schema marks `computed`.
 
 Nothing here launches or writes anything: every error is raised before a run folder exists, and names the
-file, the key and what was expected.
+file or the override, the key and what was expected.
 """
 
 import functools
 import hashlib
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import timm
-import yaml
+import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from torch.overrides import TorchFunctionMode
 
-import sar  # registers the SAR-ready models with timm
-from harness.schema import Protocol, Recipe, Run
-from sar.models import LAST_BLOCKS, local_kwargs
+import sar  # noqa: F401  (registers the SAR-ready models with timm)
+from harness.config import RecipeError
+from harness.config.compose import compose_recipe
+from harness.config.overrides import Setting, apply, parse
+from harness.config.schema import Run, identity_of
+from harness.data import DATASETS
+from sar.models import LAST_BLOCKS, LOCAL_KWARGS, MODEL_NAMES
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-PROTOCOLS_DIR = RECIPES_DIR / "protocol"
-# recipe-level keys an override may set; every other override applies to each resolved run
-RECIPE_ONLY_KEYS = {"seeds", "scale", "store"}
-# what does not change what a run computes: excluded from its uid
-NOT_IDENTITY = {
-    "table",
-    "row",
-    "label",
-    "group",
-    "column",
-    "paper",
-    "launcher",
-    "resources",
-    "runs_root",
-    "recipe_file",
-    "recipe_sha256",
-}
-NOT_IDENTITY_NESTED = {
-    ("data", "root"),
-    ("data", "num_workers"),
-    ("train", "progress"),
-    ("train", "heartbeat_every_steps"),
-}
 SCALES = ("paper", "local")
 LOSS_VARIANTS = ("entropy", "tv")
 LAUNCHERS = ("auto", "slurm", "local", "inline")
-
-
-class RecipeError(ValueError):
-    """A recipe or an override is invalid; the message names the file, the key and what was expected."""
+PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -60,6 +39,7 @@ class ResolvedRun:
     row_config: DictConfig  # the resolved `Run` of the row, for its first seed
     seed: int
     rows: list[str] = field(default_factory=list)  # every table row this run fills (identical rows share it)
+    sweeps: list[tuple[str, ...]] = field(default_factory=list)  # the sweep points (`-m`) that give this run
 
     @functools.cached_property
     def config(self) -> DictConfig:
@@ -79,106 +59,105 @@ class ResolvedRun:
         return Path(self.row_config.runs_root) / self.table / self.uid
 
 
-def _describe(error: OmegaConfBaseException) -> str:
-    key = getattr(error, "full_key", None)
-    message = str(error).split("\n")[0]
-    return f"key '{key}': {message}" if key else message
-
-
-def _load_yaml(path: Path, what: str) -> DictConfig:
-    if not path.is_file():
-        raise RecipeError(f"{what} {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return OmegaConf.create(raw)
-
-
-@functools.cache
-def _template(schema: type) -> DictConfig:
-    return OmegaConf.structured(schema)
-
-
-def _structured(schema: type, raw: DictConfig, source: str) -> DictConfig:
-    try:
-        merged = OmegaConf.merge(_template(schema), raw)
-        missing = sorted(OmegaConf.missing_keys(merged))
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"{source}: {_describe(error)}") from error
-    if missing:
-        raise RecipeError(f"{source}: missing value for key(s) {', '.join(missing)}")
-    return merged
-
-
-def load_protocol(name: str, source: str) -> DictConfig:
-    return _load_protocol(name, source).copy()
-
-
-@functools.cache
-def _load_protocol(name: str, source: str) -> DictConfig:
-    path = PROTOCOLS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROTOCOLS_DIR.glob("*.yaml"))
-        raise RecipeError(f"{source}: unknown protocol {name!r}; known: {', '.join(known)}")
-    protocol = _structured(Protocol, _load_yaml(path, "protocol"), str(path))
-    if protocol.name != name:
-        raise RecipeError(f"{path}: key 'name' is {protocol.name!r}, expected {name!r} (the file's name)")
-    return protocol
-
-
-def parse_overrides(overrides: list[str]) -> tuple[DictConfig, DictConfig]:
-    """Hydra-style `key=value` overrides, split into recipe-level and run-level ones.
-
-    `launcher=slurm` selects a launcher (it sets `launcher.name`); values are YAML (`seeds=[0,1,2]`).
-    """
-    recipe_level, run_level = [], []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key or any(c.isspace() for c in key):
-            raise RecipeError(f"override {item!r}: expected key=value (e.g. scale=local, epochs=10)")
-        if key == "launcher" and "." not in value and not value.startswith("{"):
-            key = "launcher.name"
-        (recipe_level if key.split(".")[0] in RECIPE_ONLY_KEYS else run_level).append(f"{key}={value}")
-    try:
-        return OmegaConf.from_dotlist(recipe_level), OmegaConf.from_dotlist(run_level)
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"overrides {overrides}: {_describe(error)}") from error
-
-
 def _synthetic_seed(dataset: str) -> int:
     """A fixed synthetic dataset per paper dataset: different datasets stand in as different seeds."""
     return zlib.crc32(dataset.encode())
 
 
-def _check_run(run: DictConfig, source: str) -> None:
-    from harness.data import DATASETS
+class _Blame:
+    """Where a bad value came from: the override(s) that set the key, else the recipe's row."""
 
+    def __init__(self, path: Path, row: str, point: tuple[Setting, ...]) -> None:
+        self.path, self.row, self.point = path, row, point
+
+    def __call__(self, *keys: str) -> str:
+        texts = [
+            s.text
+            for s in self.point
+            if any(s.key == k or s.key.startswith(k + ".") or k.startswith(s.key + ".") for k in keys)
+        ]
+        if texts:
+            shown = ", ".join(repr(t) for t in dict.fromkeys(texts))
+            return f"override {shown} (row '{self.row}' of {self.path})"
+        return f"{self.path}: row '{self.row}'"
+
+
+def _check_values(run: dict[str, Any], blame: _Blame) -> None:
+    loss, data, protocol = run["loss"], run["data"], run["protocol"]
     checks = [
         (
-            timm.is_model(run.model),
+            timm.is_model(run["model"]),
             "model",
-            run.model,
-            "a registered model, e.g. " + ", ".join(sar.models.MODEL_NAMES),
+            run["model"],
+            "a registered model, e.g. " + ", ".join(MODEL_NAMES),
         ),
-        (run.last_block in LAST_BLOCKS, "last_block", run.last_block, " | ".join(LAST_BLOCKS)),
-        (run.data.dataset in DATASETS, "dataset", run.data.dataset, "one of " + ", ".join(DATASETS)),
-        (run.loss.variant in LOSS_VARIANTS, "loss.variant", run.loss.variant, " | ".join(LOSS_VARIANTS)),
-        (run.loss.weight >= 0, "loss.weight", run.loss.weight, "a weight >= 0"),
-        (run.epochs >= 1, "epochs", run.epochs, "at least 1"),
-        (0 < run.data.fraction <= 1, "data.fraction", run.data.fraction, "a fraction in (0, 1]"),
-        (run.scale in SCALES, "scale", run.scale, " | ".join(SCALES)),
-        (run.launcher.name in LAUNCHERS, "launcher", run.launcher.name, " | ".join(LAUNCHERS)),
-        (run.protocol.batch_size >= 1, "protocol.batch_size", run.protocol.batch_size, "at least 1"),
+        (run["last_block"] in LAST_BLOCKS, "last_block", run["last_block"], " | ".join(LAST_BLOCKS)),
+        (data["dataset"] in DATASETS, "data.dataset", data["dataset"], "one of " + ", ".join(DATASETS)),
+        (loss["variant"] in LOSS_VARIANTS, "loss.variant", loss["variant"], " | ".join(LOSS_VARIANTS)),
+        (loss["weight"] >= 0, "loss.weight", loss["weight"], "a weight >= 0"),
+        (run["epochs"] >= 1, "epochs", run["epochs"], "at least 1"),
+        (0 < data["fraction"] <= 1, "data.fraction", data["fraction"], "a fraction in (0, 1]"),
+        (data["input_size"] >= 1, "data.input_size", data["input_size"], "at least 1"),
+        (run["launcher"]["name"] in LAUNCHERS, "launcher", run["launcher"]["name"], " | ".join(LAUNCHERS)),
+        (protocol["batch_size"] >= 1, "protocol.batch_size", protocol["batch_size"], "at least 1"),
+        (protocol["warmup_epochs"] >= 0, "protocol.warmup_epochs", protocol["warmup_epochs"], "at least 0"),
+        (protocol["lr"] > 0, "protocol.lr", protocol["lr"], "a learning rate > 0"),
+        (run["train"]["eval_every"] >= 1, "train.eval_every", run["train"]["eval_every"], "at least 1"),
     ]
     for ok, key, value, expected in checks:
         if not ok:
-            raise RecipeError(f"{source}: key '{key}': got {value!r}, expected {expected}")
+            raise RecipeError(
+                f"{blame(key.replace('launcher', 'launcher.name'))}: key '{key}': got {value!r}, "
+                f"expected {expected}"
+            )
 
 
-def _resolve_row(recipe: DictConfig, row: DictConfig, seed: int, path: Path) -> DictConfig:
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+class _SkipInPlaceOnMeta(TorchFunctionMode):
+    """Weight init on meta tensors computes nothing, yet timm's trunc_normal_ decomposes into dozens of
+    Python-level ops per parameter: in-place ops on meta tensors return their input (shapes unchanged)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name.endswith("_") and not name.startswith("_") and args:
+            if isinstance(args[0], torch.Tensor) and args[0].is_meta:
+                return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+@functools.cache
+def _build_error(model: str, kwargs: tuple, input_size: int) -> str | None:
+    """Why this model cannot be built and run on one image, or None; on the meta device (no memory).
+    Cached per architecture: the last-block variants (checked by name) share every shape, so one build
+    per model serves Tab. 1b's four."""
+    try:
+        with torch.device("meta"), torch.no_grad():
+            with _SkipInPlaceOnMeta():
+                net = timm.create_model(model, **dict(kwargs))
+            net(torch.empty(1, 3, input_size, input_size))
+    except Exception as error:  # whatever the constructor or the forward raises is the user's to read
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return None
+
+
+def _check_model(run: dict[str, Any], blame: _Blame) -> None:
+    kwargs = {**run["model_kwargs"], "drop_path_rate": run["protocol"]["drop_path"]}
+    error = _build_error(run["model"], _hashable(kwargs), run["data"]["input_size"])
+    if error:
+        shown = ", ".join(f"{k}={v!r}" for k, v in run["model_kwargs"].items())
+        raise RecipeError(
+            f"{blame('model', 'model_kwargs', 'last_block', 'data.input_size')}: key 'model_kwargs': "
+            f"{run['model']}({shown}) at {run['data']['input_size']} px cannot be built: {error}"
+        )
+
+
+def _resolve_row(recipe: DictConfig, row: DictConfig, protocol: DictConfig, path: Path) -> dict[str, Any]:
+    """The row as a paper-scale run (a plain dict), its unset fields taken from the recipe."""
     source = f"{path}: row '{row.id}'"
     model = row.model or recipe.model
     dataset = row.dataset or recipe.dataset or recipe.data.dataset
@@ -186,12 +165,9 @@ def _resolve_row(recipe: DictConfig, row: DictConfig, seed: int, path: Path) -> 
     for key, value in (("model", model), ("dataset", dataset), ("epochs", epochs)):
         if not value:
             raise RecipeError(f"{source}: no {key}: set it on the row or at the top of the recipe")
-    loss = OmegaConf.to_container(row.loss)
-    if not loss["sar"]:
-        loss["weight"] = 0.0  # an unused weight must not make two identical runs look different
     data = OmegaConf.to_container(recipe.data)
     data.update(dataset=dataset, fraction=row.fraction if row.fraction is not None else data["fraction"])
-    run: dict[str, Any] = {
+    return {
         "table": recipe.store or recipe.name,
         "row": row.id,
         "label": row.label,
@@ -201,11 +177,11 @@ def _resolve_row(recipe: DictConfig, row: DictConfig, seed: int, path: Path) -> 
         "model": model,
         "model_kwargs": OmegaConf.to_container(row.model_kwargs),
         "last_block": row.last_block,
-        "loss": loss,
+        "loss": OmegaConf.to_container(row.loss),
         "data": data,
-        "protocol": OmegaConf.to_container(load_protocol(row.protocol or recipe.protocol, source)),
+        "protocol": OmegaConf.to_container(protocol),
         "epochs": epochs,
-        "seed": seed,
+        "seed": recipe.seeds[0],
         "paper": OmegaConf.to_container(row.paper),
         "train": OmegaConf.to_container(recipe.train),
         "resources": OmegaConf.to_container(recipe.resources),
@@ -214,14 +190,14 @@ def _resolve_row(recipe: DictConfig, row: DictConfig, seed: int, path: Path) -> 
         "recipe_file": str(path),
         "recipe_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
     }
-    if recipe.scale == "local":
-        _to_local(run, recipe.local)
-    # every part was typed by the Recipe and Protocol schemas already: no per-row structured merge (slow)
-    return OmegaConf.create(run)
 
 
 def _to_local(run: dict[str, Any], local: DictConfig) -> None:
-    """The same row on the synthetic dataset, with the model family's small member and fewer epochs."""
+    """The same run on the synthetic dataset, with the model family's small member and fewer epochs."""
+    if run["model"] not in LOCAL_KWARGS:
+        raise RecipeError(
+            f"model {run['model']!r} has no local-scale member; local scale knows {', '.join(LOCAL_KWARGS)}"
+        )
     run["data"].update(
         stands_for=run["data"]["dataset"],
         dataset="synthetic",
@@ -233,26 +209,19 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
             "seed": _synthetic_seed(run["data"]["dataset"]),
         },
     )
-    run["model_kwargs"] = {**local_kwargs(run["model"]), **run["model_kwargs"]}
+    run["model_kwargs"] = {**LOCAL_KWARGS[run["model"]], **run["model_kwargs"]}
     run["epochs"] = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
     run["protocol"].update(batch_size=local.batch_size, repeated_aug=local.repeated_aug)
     run["resources"].update(nodes=1, gpus_per_node=0)
 
 
-def identity(config: DictConfig) -> dict[str, Any]:
-    """The part of a run config that decides what it computes."""
-    return _identity_of(OmegaConf.to_container(config, resolve=True))
+def identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The part of a run config that decides what it computes (the fields marked `computed`)."""
+    data = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else config
+    return identity_of(Run, data)
 
 
-def _identity_of(data: dict[str, Any]) -> dict[str, Any]:
-    for key in NOT_IDENTITY:
-        data.pop(key, None)
-    for section, key in NOT_IDENTITY_NESTED:
-        data[section].pop(key, None)
-    return data
-
-
-def run_uid(config: DictConfig) -> str:
+def run_uid(config: DictConfig | dict[str, Any]) -> str:
     return _uid_of(identity(config))
 
 
@@ -261,70 +230,71 @@ def _uid_of(identity_data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
-    if not isinstance(node, dict) or not node:
-        return [prefix]
-    return [key for name, value in node.items() for key in _leaf_keys(value, f"{prefix}{name}.")]
-
-
-def _typed_overrides(run_overrides: DictConfig, path: Path) -> list[tuple[str, Any]]:
-    """Run-level overrides checked against the `Run` schema once (unknown keys, types), and their values
-    converted to the schema's types, so that `protocol.lr=1` and `protocol.lr=1.0` give the same uid."""
-    try:
-        typed = OmegaConf.merge(_template(Run), run_overrides)
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"override of {path}: {_describe(error)}") from error
-    keys = [key.rstrip(".") for key in _leaf_keys(OmegaConf.to_container(run_overrides))]
-    return [
-        (
-            key,
-            OmegaConf.to_object(value)
-            if OmegaConf.is_config(value := OmegaConf.select(typed, key))
-            else value,
-        )
-        for key in keys
-        if key
-    ]
-
-
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[DictConfig, list[ResolvedRun]]:
-    """Validate a recipe with its overrides and expand it into runs (rows x seeds, identical rows merged)."""
-    path = Path(path)
-    recipe_overrides, run_overrides = parse_overrides(list(overrides or []))
-    recipe = _structured(Recipe, _load_yaml(path, "recipe"), str(path))
-    try:
-        recipe = OmegaConf.merge(recipe, recipe_overrides)
-    except OmegaConfBaseException as error:
-        raise RecipeError(f"override of {path}: {_describe(error)}") from error
+def _check_recipe(recipe: DictConfig, path: Path) -> None:
+    for key in ("name", "store"):
+        value = recipe[key]
+        if value is not None and not PLAIN_NAME.fullmatch(value):
+            raise RecipeError(
+                f"{path}: key '{key}': got {value!r}, expected a plain name (letters, digits, _ and -, "
+                "starting with a letter): it names the run store's folder"
+            )
     if recipe.scale not in SCALES:
         raise RecipeError(f"{path}: key 'scale': got {recipe.scale!r}, expected {' | '.join(SCALES)}")
+    if not recipe.seeds:
+        raise RecipeError(f"{path}: key 'seeds': expected at least one seed, e.g. seeds=[0,1,2]")
     if not recipe.rows:
         raise RecipeError(f"{path}: key 'rows': a recipe needs at least one row")
     ids = [row.id for row in recipe.rows]
     if len(set(ids)) != len(ids):
-        raise RecipeError(f"{path}: key 'rows': row ids must be unique, got duplicates in {ids}")
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        raise RecipeError(f"{path}: key 'rows': row ids must be unique, got duplicates {duplicates}")
     for row in recipe.rows:
         if row.baseline is not None and row.baseline not in ids:
             raise RecipeError(f"{path}: row '{row.id}': key 'baseline': no row has id {row.baseline!r}")
-    typed = _typed_overrides(run_overrides, path)
+    groups = {row.group for row in recipe.rows}
+    if recipe.lambda_sweep is not None and recipe.lambda_sweep not in groups:
+        raise RecipeError(f"{path}: key 'lambda_sweep': no row has group {recipe.lambda_sweep!r}")
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, multirun: bool = False
+) -> tuple[DictConfig, list[ResolvedRun]]:
+    """Validate a recipe with its overrides and expand it into runs (rows x seeds x sweep points);
+    identical runs merge by uid."""
+    path = Path(path)
+    parsed = parse(list(overrides or []), multirun)
+    recipe, protocols = compose_recipe(path, parsed.recipe, parsed.protocols)
+    _check_recipe(recipe, path)
     runs: dict[str, ResolvedRun] = {}
-    for row in recipe.rows:  # resolved once per row; seeds differ by `seed` only (unless an override sets it)
-        resolved = _resolve_row(recipe, row, recipe.seeds[0], path)
-        for key, value in typed:
-            OmegaConf.update(resolved, key, value, merge=False)
-        _check_run(resolved, f"{path}: row '{row.id}'")
-        seeds = [resolved.seed] if "seed" in run_overrides else recipe.seeds
-        row_identity = identity(resolved)
-        for seed in seeds:
-            uid = _uid_of({**row_identity, "seed": seed})
-            runs.setdefault(uid, ResolvedRun(uid, resolved, seed)).rows.append(row.id)
+    for point in parsed.points:
+        selected = [s.value for s in point if s.kind == "select"]
+        sweep = tuple(s.text for s in point if s.key in parsed.swept)
+        for row in recipe.rows:
+            name = selected[-1] if selected else row.protocol
+            protocol = protocols[name] if name else recipe.protocol
+            if protocol is None:
+                raise RecipeError(
+                    f"{path}: row '{row.id}': no protocol: name one on the row (protocol: deit) or choose "
+                    "the "
+                    "recipe's in its defaults list (- protocol: deit)"
+                )
+            run = _resolve_row(recipe, row, protocol, path)
+            blame = _Blame(path, row.id, point)
+            apply(run, point, row.id)
+            if not run["loss"]["sar"]:
+                run["loss"]["weight"] = (
+                    0.0  # an unused weight must not make two identical runs look different
+                )
+            _check_values(run, blame)
+            if recipe.scale == "local":
+                _to_local(run, recipe.local)
+            _check_model(run, blame)
+            resolved = OmegaConf.create(run)
+            seeds = [run["seed"]] if any(s.key == "seed" for s in point) else list(recipe.seeds)
+            row_identity = identity(run)
+            for seed in seeds:
+                uid = _uid_of({**row_identity, "seed": seed})
+                found = runs.setdefault(uid, ResolvedRun(uid, resolved, seed))
+                found.rows = list(dict.fromkeys([*found.rows, row.id]))
+                found.sweeps = list(dict.fromkeys([*found.sweeps, sweep] if sweep else found.sweeps))
     return recipe, list(runs.values())
-
-
-def list_recipes() -> list[tuple[Path, str, str]]:
-    """(path, title, what it reproduces) for every recipe under recipes/."""
-    found = []
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
-        raw = _load_yaml(path, "recipe")
-        found.append((path, str(raw.get("title", "")), str(raw.get("reproduces", ""))))
-    return found

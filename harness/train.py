@@ -259,7 +259,7 @@ def _save_checkpoint(folder: Path, payload: dict[str, Any]) -> None:
 
 
 def train_run(config: dict[str, Any], uid: str) -> dict[str, Any]:
-    """Train one resolved run (a `harness.schema.Run` as a dict); returns its result.json content."""
+    """Train one resolved run (a `harness.config.schema.Run` as a dict); returns its result.json content."""
     cfg = OmegaConf.create(config)
     world = distributed.setup()
     folder = run_dir(cfg, uid)

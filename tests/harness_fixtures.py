@@ -3,11 +3,14 @@
 from pathlib import Path
 
 TINY = """
+defaults:
+  - recipe_schema
+  - protocol: deit
+  - _self_
 name: tiny
 title: "Tiny: a test table"
 reproduces: "nothing: a test recipe"
 model: sar_vit_tiny_patch16_224
-protocol: deit
 dataset: synthetic
 epochs: 3
 seeds: [0]

@@ -1,14 +1,18 @@
-"""Recipes: validation errors that name file, key and expectation; uids; expansion; the CLI's dry run."""
+"""Recipes: malformed recipes and overrides refused by name with nothing written; expansion; the shipped
+recipes; the protocol group's inheritance; the CLI's dry run and --cfg."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+import yaml
 
 from harness.cli import main
-from harness.recipe import NOT_IDENTITY, RECIPES_DIR, RecipeError, identity, load_recipe, run_uid
+from harness.config import RECIPES_DIR, RecipeError
+from harness.recipe import load_recipe
+from sar.models import LOCAL_KWARGS
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,49 +30,109 @@ def _broken(tiny: Path, old: str, new: str) -> Path:
     return tiny
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "expected"),
-    [
-        ("epochs: 3", "epocs: 3", ["tiny.yaml", "epocs"]),
-        ("epochs: 3", "epochs: many", ["tiny.yaml", "epochs", "many"]),
-        (
-            "model: sar_vit_tiny_patch16_224",
-            "model: sar_vit_huge",
-            ["tiny.yaml", "row 'base'", "model", "sar_vit_huge"],
-        ),
-        ("dataset: synthetic", "dataset: imagenet22k", ["tiny.yaml", "dataset", "imagenet22k", "imagenet1k"]),
-        ("last_block: standard", "last_block: no_ln", ["row 'base'", "last_block", "no_ln", "no_msa_skip"]),
-        ("protocol: deit", "protocol: swin", ["tiny.yaml", "protocol", "swin", "deit"]),
-        ('    label: "ViT-T"\n', "", ["tiny.yaml", "label"]),
-        ("  - id: sar", "  - id: base", ["tiny.yaml", "unique"]),
-        ("    paper: {top1: 50.0}", "    paper: {top1: fifty}", ["tiny.yaml", "top1", "fifty"]),
-        ("    last_block: sar", "    last_block: sar\n    lossy: 1", ["tiny.yaml", "lossy"]),
-        ("weight: 0.01", "weight: -1", ["row 'sar'", "loss.weight"]),
-        ("seeds: [0]", "seeds: [0", ["tiny.yaml", "YAML"]),
-    ],
-)
-def test_broken_recipes_name_file_key_and_expectation(tiny, old, new, expected):
-    with pytest.raises(RecipeError) as error:
-        load_recipe(_broken(tiny, old, new), TINY_OVERRIDES)
+def _refused(tmp_path: Path, argv: list[str], expected: list[str], capsys, monkeypatch) -> None:
+    """The command exits 2, its message has every fragment, and nothing is written anywhere."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
     for fragment in expected:
-        assert fragment in str(error.value), f"{fragment!r} not in: {error.value}"
+        assert fragment in err, f"{fragment!r} not in: {err}"
+    assert sorted(tmp_path.rglob("*")) == before  # no runs/, outputs/, .hydra/ or log files
 
 
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        ("epochz=3", ["epochz"]),
-        ("protocol.lr=fast", ["protocol.lr", "fast"]),
-        ("scale=huge", ["scale", "huge", "local"]),
-        ("launcher=cloud", ["launcher", "cloud", "slurm"]),
-        ("seeds", ["seeds", "key=value"]),
-    ],
-)
-def test_bad_overrides_are_named(tiny, override, expected):
-    with pytest.raises(RecipeError) as error:
-        load_recipe(tiny, [*TINY_OVERRIDES, override])
-    for fragment in expected:
-        assert fragment in str(error.value), f"{fragment!r} not in: {error.value}"
+BROKEN_RECIPES = [
+    ("epochs: 3", "epocs: 3", ["tiny.yaml", "epocs", "did you mean epochs"]),
+    ("epochs: 3", "epochs: many", ["tiny.yaml", "epochs", "'many'", "expected an integer"]),
+    ("seeds: [0]", "seeds: 0", ["tiny.yaml", "seeds", "a list of integers"]),
+    (
+        "model: sar_vit_tiny_patch16_224",
+        "model: sar_vit_huge",
+        ["tiny.yaml", "row 'base'", "model", "sar_vit_huge"],
+    ),
+    (
+        "dataset: synthetic",
+        "dataset: imagenet22k",
+        ["tiny.yaml", "data.dataset", "imagenet22k", "imagenet1k"],
+    ),
+    (
+        "last_block: standard",
+        "last_block: no_ln",
+        ["tiny.yaml", "row 'base'", "last_block", "no_ln", "no_msa_skip"],
+    ),
+    ("  - protocol: deit", "  - protocol: swin", ["tiny.yaml", "protocol", "swin", "deit, pvt, t2t"]),
+    ('    label: "ViT-T"\n', "", ["tiny.yaml", "rows", "label", "missing"]),
+    ("  - id: sar", "  - id: base", ["tiny.yaml", "rows", "unique", "base"]),
+    ("    paper: {top1: 50.0}", "    paper: {top1: fifty}", ["tiny.yaml", "top1", "fifty", "a number"]),
+    (
+        "    last_block: sar",
+        "    last_block: sar\n    lossy: 1",
+        ["tiny.yaml", "lossy", "not a key of Row", "did you mean loss?"],
+    ),
+    ("weight: 0.01", "weight: -1", ["tiny.yaml", "row 'sar'", "loss.weight", "-1", ">= 0"]),
+    (
+        "depth: 2, num_heads: 3}\n    last_block: standard",
+        "depth: -3, num_heads: 3}\n    last_block: standard",
+        ["tiny.yaml", "row 'base'", "model_kwargs", "depth=-3", "cannot be built"],
+    ),
+    ("name: tiny", "name: ../../../tmp/x", ["tiny.yaml", "name", "../../../tmp/x", "plain name"]),
+    (
+        "name: tiny",
+        "name: tiny\nstore: /tmp/elsewhere",
+        ["tiny.yaml", "store", "/tmp/elsewhere", "plain name"],
+    ),
+    ("    baseline: base", "    baseline: nope", ["tiny.yaml", "row 'sar'", "baseline", "nope"]),
+    ("name: tiny", "name: !!python/object/apply:os.system [echo]", ["tiny.yaml", "python", "plain data"]),
+    ("seeds: [0]", "seeds: [0", ["tiny.yaml", "not valid YAML"]),
+    ("rows:\n", "rows: []\nunused:\n", ["tiny.yaml", "unused"]),
+    ("  - recipe_schema\n", "", ["tiny.yaml", "defaults", "recipe_schema"]),
+    ("name: tiny", "name: tiny\nlambda_sweep: 1z", ["tiny.yaml", "lambda_sweep", "1z"]),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), BROKEN_RECIPES)
+def test_broken_recipes_are_refused_by_file_key_and_expectation(
+    tiny, tmp_path, old, new, expected, capsys, monkeypatch
+):
+    _refused(tmp_path, ["run", str(_broken(tiny, old, new)), *TINY_OVERRIDES], expected, capsys, monkeypatch)
+
+
+def test_a_recipe_without_rows_is_refused(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "empty.yaml"
+    path.write_text(
+        "defaults: [recipe_schema, {protocol: deit}, _self_]\nname: e\ntitle: t\nreproduces: r\nrows: []\n"
+    )
+    _refused(tmp_path, ["run", str(path)], ["empty.yaml", "rows", "at least one row"], capsys, monkeypatch)
+
+
+BAD_OVERRIDES = [
+    (["epoch=10"], ["override 'epoch=10'", "unknown key 'epoch'", "did you mean epochs"]),
+    (["protocol.lrr=1"], ["protocol.lrr", "not a key of 'protocol'", "did you mean lr?"]),
+    (["seeds=0"], ["override 'seeds=0'", "seeds", "a list of integers"]),
+    (["protocol.lr=fast"], ["override 'protocol.lr=fast'", "protocol.lr", "'fast'", "a number"]),
+    (["scale=huge"], ["scale", "huge", "paper | local"]),
+    (["launcher=cloud"], ["override 'launcher=cloud'", "launcher", "cloud", "slurm"]),
+    (["seeds"], ["override 'seeds'", "key=value"]),
+    (["loss.weight=0.01,0.1"], ["override 'loss.weight=0.01,0.1'", "-m"]),
+    (["-m", "scale=paper,local"], ["override 'scale=paper,local'", "key of the recipe", "cannot be swept"]),
+    (["-m", "seeds=[0],[1]"], ["seeds", "cannot be swept", "seeds=[0,1,2]"]),
+    (["epochs=0"], ["override 'epochs=0'", "row 'base'", "epochs", "at least 1"]),
+    (["+epochs=3"], ["override '+epochs=3'", "already set", "epochs=3"]),
+    (["model_kwargs.mlp_ratio=2"], ["model_kwargs.mlp_ratio", "row 'base'", "+model_kwargs.mlp_ratio=2"]),
+    (["~model_kwargs.mlp_ratio"], ["override '~model_kwargs.mlp_ratio'", "no key"]),
+    (["~epochs"], ["override '~epochs'", "cannot be removed"]),
+    (["protocol=swin"], ["protocol", "swin", "deit, pvt, t2t"]),
+    (["+new.key=1"], ["override '+new.key=1'", "unknown key 'new.key'"]),
+    (["++model_kwargs.depth=-3"], ["override '++model_kwargs.depth=-3'", "model_kwargs", "cannot be built"]),
+    (["epochs=null"], ["override 'epochs=null'", "epochs"]),
+    (["hydra.run.dir=x"], ["hydra.run.dir", "not settings of the harness"]),
+    (["model=resnet_huge"], ["override 'model=resnet_huge'", "model", "a registered model"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_OVERRIDES)
+def test_bad_overrides_are_blamed_by_name(tiny, tmp_path, overrides, expected, capsys, monkeypatch):
+    _refused(tmp_path, ["run", str(tiny), *TINY_OVERRIDES, *overrides], expected, capsys, monkeypatch)
 
 
 def test_missing_recipe_file(tmp_path):
@@ -83,14 +147,21 @@ def test_every_shipped_recipe_validates_at_both_scales():
             assert runs and all(r.config.scale == scale for r in runs)
 
 
-def test_overrides_reach_every_run(tiny):
-    _, runs = load_recipe(
-        tiny, [*TINY_OVERRIDES, "seeds=[0,1,2]", "epochs=5", "launcher=slurm", "launcher.partition=gpu"]
-    )
-    assert len(runs) == 6
-    assert {r.config.epochs for r in runs} == {5}
-    assert {(r.config.launcher.name, r.config.launcher.partition) for r in runs} == {("slurm", "gpu")}
-    assert sorted(r.config.seed for r in runs) == [0, 0, 1, 1, 2, 2]
+def test_protocols_state_only_what_differs_from_the_one_they_extend():
+    """DeiT states every hyperparameter; PVT is DeiT's protocol; T2T and CvT list their differences."""
+    files = {p.stem: yaml.safe_load(p.read_text()) for p in (RECIPES_DIR / "protocol").glob("*.yaml")}
+    base = files.pop("deit")
+    for name, own in files.items():
+        assert own["defaults"] == ["deit", "_self_"], name
+        restated = {k for k, v in own.items() if k in base and base[k] == v and k != "name"}
+        assert not restated, f"{name}.yaml restates DeiT's {sorted(restated)}"
+    _, runs = load_recipe(RECIPES_DIR / "table2.yaml")
+    protocol = {run.config.row: run.config.protocol for run in runs}
+    assert protocol["t2t"].warmup_epochs == 10 and protocol["t2t"].lr_batch_ref is None
+    assert protocol["t2t"].weight_decay == protocol["vit-s"].weight_decay == 0.05  # inherited from deit
+    assert protocol["cvt"].batch_size == 2048 and not protocol["cvt"].repeated_aug
+    pvt, deit = dict(protocol["pvt"]), dict(protocol["vit-s"])
+    assert {k for k in pvt if pvt[k] != deit[k]} == {"name", "description"}
 
 
 def test_identical_rows_share_one_run():
@@ -117,6 +188,16 @@ def test_local_scale_maps_to_synthetic_small_models_and_fewer_epochs():
         assert c.model_kwargs.img_size == 64 and c.epochs == 24 and c.resources.gpus_per_node == 0
 
 
+def test_overrides_apply_before_local_scaling():
+    """`model=sar_pvt_small` at local scale gives every row PVT's small member, not its own family's."""
+    _, runs = load_recipe(RECIPES_DIR / "table2.yaml", ["scale=local", "model=sar_pvt_small", "epochs=100"])
+    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in LOCAL_KWARGS["sar_pvt_small"].items()}
+    for run in runs:
+        assert run.config.model == "sar_pvt_small"
+        assert dict(run.config.model_kwargs) == expected
+        assert run.config.epochs == 8  # 100 epochs, scaled like every other local run
+
+
 def _uid_in_subprocess(path: Path) -> str:
     code = f"from harness.recipe import load_recipe as L; print(L({str(path)!r}, {TINY_OVERRIDES})[1][0].uid)"
     return subprocess.run(
@@ -129,54 +210,14 @@ def test_uid_is_stable_across_processes(tiny):
     assert _uid_in_subprocess(tiny) == runs[0].uid
 
 
-def _leaves(node, prefix=""):
-    for key, value in node.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, path + ".")
-        else:
-            yield path, value
-
-
-def _changed(value):
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int | float):
-        return value + 1
-    if isinstance(value, str):
-        return value + "x"
-    if isinstance(value, list):
-        return [*value, 1]
-    if value is None:
-        return 7
-    return {"changed": 1}
-
-
-def test_uid_is_sensitive_to_every_config_value(tiny):
-    _, runs = load_recipe(tiny, TINY_OVERRIDES)
-    config = runs[0].config
-    base = run_uid(config)
-    leaves = list(_leaves(identity(config)))
-    assert len(leaves) > 40
-    for key, value in leaves:
-        changed = config.copy()
-        OmegaConf.update(changed, key, _changed(value), force_add=True)
-        assert run_uid(changed) != base, f"changing {key} does not change the uid"
-    identity_keys = {key for key, _ in leaves}
-    others = [(k, v) for k, v in _leaves(OmegaConf.to_container(config)) if k not in identity_keys]
-    assert {k.split(".")[0] for k, _ in others} >= NOT_IDENTITY - {"paper"}
-    for key, value in others:  # where a run is launched, stored or shown does not change what it computes
-        changed = config.copy()
-        OmegaConf.update(changed, key, _changed(value) if not isinstance(value, dict) else {1: 2.0})
-        assert run_uid(changed) == base, key
-
-
-def test_dry_run_creates_nothing(tiny, tmp_path, capsys):
-    before = sorted(p for p in tmp_path.rglob("*"))
+def test_dry_run_and_validation_create_nothing(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
     assert main(["run", str(tiny), *TINY_OVERRIDES, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "base" in out and "pending" in out and "est. GPU-h" in out
-    assert sorted(p for p in tmp_path.rglob("*")) == before
+    assert sorted(tmp_path.rglob("*")) == before
+    assert not (Path.cwd() / "outputs").exists() and not (Path.cwd() / ".hydra").exists()
 
 
 def test_dry_run_estimates_gpu_hours_for_paper_runs(capsys):
@@ -184,6 +225,18 @@ def test_dry_run_estimates_gpu_hours_for_paper_runs(capsys):
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if "vit-s-sar" in line)
     assert "1x8 GPU" in line and int(line.split()[-2]) > 0
+
+
+def test_cfg_prints_each_resolved_run_as_yaml(tiny, capsys):
+    assert main(["run", str(tiny), *TINY_OVERRIDES, "seeds=[0,1]", "--cfg"]) == 0
+    out = capsys.readouterr().out
+    documents = [d for d in out.split("---\n") if d.strip()]
+    _, runs = load_recipe(tiny, [*TINY_OVERRIDES, "seeds=[0,1]"])
+    assert len(documents) == len(runs) == 4
+    for document, run in zip(documents, runs, strict=True):
+        assert document.startswith(f"# run {run.uid}: rows {', '.join(run.rows)}, seed {run.seed}")
+        config = yaml.safe_load(document)
+        assert config["seed"] == run.seed and config["protocol"]["batch_size"] == 16
 
 
 def test_missing_dataset_fails_before_launch(tmp_path, capsys):
@@ -197,18 +250,25 @@ def test_missing_dataset_fails_before_launch(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_list_names_every_recipe(capsys):
-    assert main(["list"]) == 0
-    out = capsys.readouterr().out
+def test_list_names_every_recipe_without_importing_torch():
+    code = (
+        "import sys; from harness.cli import main; main(['list']); "
+        "print(sorted({'torch', 'timm', 'hydra'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True, text=True
+    ).stdout
     for name in ("table1.yaml", "table2.yaml", "figure3.yaml"):
         assert name in out
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_the_schema_mirrors_the_synthetic_dataset_defaults():
     """schema.Synthetic exists because OmegaConf cannot merge into the frozen SyntheticConfig."""
     from dataclasses import asdict
 
+    from harness.config.schema import Synthetic
     from harness.data import SyntheticConfig
-    from harness.schema import Synthetic
 
     assert asdict(Synthetic()) == asdict(SyntheticConfig())

@@ -1,0 +1,26 @@
+"""Configuration: the schemas (with identity declared on their fields), Hydra composition of recipes and
+protocols, and Hydra's override grammar applied to runs. Imports nothing heavy (no torch, no timm)."""
+
+from pathlib import Path
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe or an override is invalid; the message names the file or override, the key and what was
+    expected. Raised before anything is launched or written."""
+
+
+def list_recipes(folder: Path = RECIPES_DIR) -> list[tuple[Path, str, str]]:
+    """(path, title, what it reproduces) for every recipe in `folder`: read as plain YAML, nothing composed,
+    so that `python -m harness list` imports neither Hydra nor torch."""
+    found = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise RecipeError(f"{path}: not valid YAML: {error}") from error
+        found.append((path, str(raw.get("title", "")), str(raw.get("reproduces", ""))))
+    return found

@@ -1,0 +1,120 @@
+"""Recipes and protocols composed with Hydra's compose API onto the schemas in its ConfigStore.
+
+A recipe's folder is Hydra's primary config directory and the project's `recipes/` is on the search path,
+so a recipe anywhere finds the `protocol` group (a user's own `protocol/` beside the recipe adds options).
+Composition writes nothing: no `outputs/`, no `.hydra/`, no log files.
+"""
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.config import RECIPES_DIR, RecipeError
+from harness.config.errors import describe
+from harness.config.schema import Protocol, Recipe
+
+RECIPE_SCHEMA = "recipe_schema"
+PROTOCOL_GROUP = "protocol"
+
+
+@dataclasses.dataclass
+class _ProtocolChoice:
+    """A primary config that is one option of the `protocol` group, typed by the Protocol schema."""
+
+    defaults: list[Any] = dataclasses.field(default_factory=lambda: [{PROTOCOL_GROUP: MISSING}])
+    protocol: Protocol = MISSING
+
+
+_STORE = ConfigStore.instance()
+_STORE.store(name=RECIPE_SCHEMA, node=Recipe)
+_STORE.store(name="_protocol_choice", node=_ProtocolChoice)
+
+
+def protocol_names(recipe_dir: Path) -> list[str]:
+    """The options of the `protocol` group seen from a recipe in `recipe_dir`."""
+    return sorted({Path(file).stem for file, _ in _protocol_files_stamp(recipe_dir)})
+
+
+def compose_recipe(
+    path: Path, overrides: list[str], protocols: set[str]
+) -> tuple[DictConfig, dict[str, DictConfig]]:
+    """The recipe at `path` with its recipe-level `overrides`, and each protocol named in `protocols` or
+    by a row, each validated against its schema. Errors name the file, the key and what was expected."""
+    if path.suffix != ".yaml" or not path.is_file():
+        raise RecipeError(
+            f"recipe {path} does not exist (a recipe is a .yaml file, e.g. recipes/table1.yaml)"
+        )
+    search = f"hydra.searchpath=[file://{RECIPES_DIR}]"
+    with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
+        try:
+            recipe = compose(path.stem, overrides=[*overrides, search])
+        except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
+            raise RecipeError(f"{path}: {_explain(error, path)}") from error
+        if OmegaConf.get_type(recipe) is not Recipe:
+            raise RecipeError(
+                f"{path}: key 'defaults': the defaults list must start with {RECIPE_SCHEMA} "
+                f"(defaults: [{RECIPE_SCHEMA}, {{protocol: deit}}, _self_]) so that the recipe is validated"
+            )
+        _check_complete(recipe, Recipe, str(path))
+        names = protocols | {row.protocol for row in recipe.rows if row.protocol}
+        stamp = _protocol_files_stamp(path.parent)
+        composed = {name: _compose_protocol(name, path, search, stamp) for name in sorted(names)}
+    return recipe, composed
+
+
+def _protocol_files_stamp(recipe_dir: Path) -> tuple:
+    """What a composed protocol depends on: the group's files and their modification times."""
+    folders = dict.fromkeys([recipe_dir.resolve() / PROTOCOL_GROUP, RECIPES_DIR / PROTOCOL_GROUP])
+    return tuple((str(p), p.stat().st_mtime_ns) for folder in folders for p in sorted(folder.glob("*.yaml")))
+
+
+@functools.lru_cache(maxsize=64)
+def _compose_protocol(name: str, path: Path, search: str, stamp: tuple) -> DictConfig:
+    """One option of the protocol group, composed once per process while its files are unchanged (every
+    recipe of Tab. 2 needs the same four); read-only, since it is shared."""
+    try:
+        protocol = compose("_protocol_choice", overrides=[f"{PROTOCOL_GROUP}={name}", search]).protocol
+    except MissingConfigException as error:
+        known = ", ".join(protocol_names(path.parent))
+        raise RecipeError(f"{path}: key 'protocol': unknown protocol {name!r}; known: {known}") from error
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
+        raise RecipeError(
+            f"protocol {name!r} ({PROTOCOL_GROUP}/{name}.yaml): {describe(error, Protocol)}"
+        ) from error
+    _check_complete(protocol, Protocol, f"protocol {name!r} ({PROTOCOL_GROUP}/{name}.yaml)")
+    if protocol.name != name:
+        raise RecipeError(f"{PROTOCOL_GROUP}/{name}.yaml: key 'name' is {protocol.name!r}, expected {name!r}")
+    OmegaConf.set_readonly(protocol, True)
+    return protocol
+
+
+def _check_complete(config: DictConfig, schema: type, source: str) -> None:
+    missing = sorted(OmegaConf.missing_keys(config))
+    if missing:
+        raise RecipeError(f"{source}: missing value for key(s) {', '.join(missing)} ({schema.__name__})")
+
+
+def _explain(error: BaseException, path: Path) -> str:
+    """Hydra's message for composition problems (which override, which group option), else the key."""
+    if isinstance(error, yaml.YAMLError):
+        if "could not determine a constructor" in str(error):
+            return f"a YAML tag that is not plain data (recipes are data: no !!python tags): {error}"
+        return f"not valid YAML: {error}"
+    if isinstance(error, MissingConfigException):
+        first = str(error).strip().splitlines()[0]
+        if PROTOCOL_GROUP in str(error):
+            return f"key 'protocol': {first}; known: {', '.join(protocol_names(path.parent))}"
+        return first
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    detail = describe(error, Recipe)
+    if text.startswith("Error merging override"):
+        return f"override {text.removeprefix('Error merging override').strip()!r}: {detail}"
+    return detail

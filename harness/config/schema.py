@@ -1,0 +1,280 @@
+"""The shape of a recipe and of one resolved run, as dataclasses registered in Hydra's ConfigStore.
+
+Composing a recipe onto these schemas is what refuses typos (unknown keys), wrong types and missing values
+before anything is launched. Every field of a run's schema declares, where it is declared, whether it is
+part of what the run computes (`computed`: in the run's uid) or only says how the run is named, shown,
+launched or stored (`incidental`: outside the uid). `tests/test_config_identity.py` walks every field.
+"""
+
+import dataclasses
+import functools
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import MISSING
+
+IDENTITY = "identity"
+
+
+def computed(default: Any = MISSING, *, factory: Any = None) -> Any:
+    """A field that decides what a run computes: two runs that differ in it are different runs."""
+    return _field(True, default, factory)
+
+
+def incidental(default: Any = MISSING, *, factory: Any = None) -> Any:
+    """A field that changes where a run is launched, stored or shown, or how it is labelled: not its uid."""
+    return _field(False, default, factory)
+
+
+def _field(identity: bool, default: Any, factory: Any) -> Any:
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={IDENTITY: identity})
+    return dataclasses.field(default=default, metadata={IDENTITY: identity})
+
+
+@dataclass
+class Protocol:
+    """A training protocol: the original recipe of an architecture (Appendix D; DeiT, T2T, PVT, CvT).
+
+    Every hyperparameter is required: `recipes/protocol/deit.yaml` states them all with their sources, and
+    each other protocol states only what differs from the one it extends (its Hydra defaults list).
+    """
+
+    name: str = incidental()  # the protocol file; its values, not its name, decide what a run computes
+    description: str = incidental("")
+    batch_size: int = computed()  # total over all GPUs
+    lr: float = computed()
+    lr_batch_ref: int | None = computed()  # lr scales with batch_size / lr_batch_ref; None: no scaling
+    min_lr: float = computed()
+    warmup_lr: float = computed()
+    warmup_epochs: int = computed()
+    weight_decay: float = computed()
+    opt_eps: float = computed()  # weight decay never applies to norms, biases and tokens (timm's factory)
+    drop_path: float = computed()
+    smoothing: float = computed()
+    mixup: float = computed()
+    cutmix: float = computed()
+    mixup_prob: float = computed()
+    mixup_switch_prob: float = computed()
+    auto_augment: str | None = computed()
+    color_jitter: float = computed()
+    reprob: float = computed()
+    interpolation: str = computed()
+    crop_pct: float = computed()
+    repeated_aug: bool = computed()
+    clip_grad: float | None = computed()
+
+
+@dataclass
+class Loss:
+    sar: bool = computed(False)  # add lambda * L_se (Eq. 9) to the main loss
+    weight: float = computed(0.01)  # lambda
+    variant: str = computed("entropy")  # "entropy" (Eq. 9) or "tv" (Eq. 14, Appendix B)
+
+
+@dataclass
+class Synthetic:
+    """The embedded synthetic dataset (harness.data.SyntheticConfig), used at local scale."""
+
+    num_classes: int = computed(10)
+    image_size: int = computed(64)
+    train_per_class: int = computed(100)
+    val_per_class: int = computed(20)
+    seed: int = computed(0)
+
+
+@dataclass
+class Data:
+    dataset: str = computed()
+    stands_for: str | None = incidental(
+        None
+    )  # at local scale: the paper's dataset the synthetic one replaces
+    root: str | None = incidental(None)  # where the same dataset lies on this machine
+    fraction: float = computed(1.0)
+    fraction_seed: int = computed(0)
+    input_size: int = computed(224)
+    num_workers: int = incidental(8)
+    synthetic: Synthetic = computed(factory=Synthetic)
+
+
+@dataclass
+class Resources:
+    nodes: int = incidental(1)
+    gpus_per_node: int = incidental(8)
+    cpus_per_task: int = incidental(10)
+    tasks_per_node: int | None = incidental(
+        None
+    )  # DDP processes per node; default: one per GPU (one on a CPU)
+    mem_gb: int = incidental(64)
+    timeout_min: int = incidental(4320)
+    assumed_tflops: float = incidental(30.0)  # effective throughput per GPU, for the GPU-hour estimate only
+
+
+@dataclass
+class Launcher:
+    name: str = incidental(
+        "auto"
+    )  # auto (slurm when sbatch is on the PATH, else local), slurm, local, inline
+    partition: str | None = incidental(None)
+    account: str | None = incidental(None)
+    qos: str | None = incidental(None)
+    array_parallelism: int = incidental(64)
+    folder: str = incidental("runs/_submitit")
+
+
+@dataclass
+class Paper:
+    """The paper's numbers for a cell: what our run is compared with."""
+
+    top1: float | None = incidental(None)
+    top5: float | None = incidental(None)
+    points: dict[int, float] = incidental(factory=dict)  # epoch -> top-1 quoted in the text (Fig. 3)
+
+
+@dataclass
+class Train:
+    max_nonfinite_steps: int = incidental(10)  # consecutive non-finite losses before the run fails
+    eval_every: int = computed(1)  # decides which epochs are evaluated, hence the best top-1
+    heartbeat_every_steps: int = incidental(50)  # how often a worker says it is alive (`status`: running)
+    progress: bool = incidental(True)
+
+
+@dataclass
+class Run:
+    """One fully resolved run: everything the worker needs, nothing else."""
+
+    table: str = incidental()  # the run store's folder: a figure may share a table's runs
+    row: str = incidental()
+    label: str = incidental()
+    group: str = incidental("")
+    column: str = incidental("")
+    scale: str = computed("paper")
+    model: str = computed()
+    model_kwargs: dict[str, Any] = computed(factory=dict)
+    last_block: str = computed("standard")
+    loss: Loss = computed(factory=Loss)
+    data: Data = computed(factory=Data)
+    protocol: Protocol = computed(factory=Protocol)
+    epochs: int = computed()
+    seed: int = computed(0)
+    paper: Paper = incidental(factory=Paper)
+    train: Train = computed(factory=Train)
+    resources: Resources = incidental(factory=Resources)
+    launcher: Launcher = incidental(factory=Launcher)
+    runs_root: str = incidental("runs")
+    recipe_file: str = incidental("")  # provenance
+    recipe_sha256: str = incidental("")
+
+
+@dataclass
+class Row:
+    """A table row as written in a recipe; unset fields inherit the recipe's top-level values."""
+
+    id: str = MISSING
+    label: str = MISSING
+    group: str = ""  # sub-table, e.g. "1a"
+    column: str = ""  # the paper's column when a table has several (e.g. "100 ep.")
+    model: str | None = None
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    last_block: str = "standard"
+    protocol: str | None = None  # an option of the `protocol` config group; default: the recipe's
+    dataset: str | None = None
+    epochs: int | None = None
+    loss: Loss = dataclasses.field(default_factory=Loss)
+    fraction: float | None = None
+    paper: Paper = dataclasses.field(default_factory=Paper)
+    baseline: str | None = None  # id of the row this one improves on: the report shows the gain over it
+
+
+@dataclass
+class Local:
+    """How `scale=local` shrinks a table: synthetic data, small models, fewer epochs, CPU-sized batches."""
+
+    epochs_factor: float = 0.08  # Tab. 1 at local scale fits 20 minutes on 2 cores
+    min_epochs: int = 2
+    batch_size: int = 64
+    repeated_aug: bool = False
+    synthetic: Synthetic = dataclasses.field(default_factory=Synthetic)
+    num_workers: int = 0
+
+
+@dataclass
+class Recipe:
+    """A table or figure of the paper. A recipe file starts with the defaults list
+    `[recipe_schema, {protocol: NAME}, _self_]`: this schema, then the protocol of rows that name none."""
+
+    name: str = MISSING
+    title: str = MISSING
+    reproduces: str = MISSING  # which table or figure of the paper, in words
+    store: str | None = None  # run-store folder (default: name); a figure may reuse a table's runs
+    scale: str = "paper"
+    model: str | None = None
+    protocol: Protocol | None = None  # composed from the `protocol` group by the defaults list
+    dataset: str | None = None
+    data: Data = dataclasses.field(default_factory=lambda: Data(dataset=""))
+    epochs: int | None = None
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    rows: list[Row] = MISSING
+    lambda_sweep: str | None = None  # a group whose rows differ by lambda only: plotted against lambda
+    local: Local = dataclasses.field(default_factory=Local)
+    train: Train = dataclasses.field(default_factory=Train)
+    resources: Resources = dataclasses.field(default_factory=Resources)
+    launcher: Launcher = dataclasses.field(default_factory=Launcher)
+    runs_root: str = "runs"
+
+
+SCHEMAS: dict[str, type] = {
+    s.__name__: s
+    for s in (Protocol, Loss, Synthetic, Data, Resources, Launcher, Paper, Train, Run, Row, Local, Recipe)
+}
+
+
+@functools.cache
+def field_types(schema: type) -> dict[str, Any]:
+    """The fields of a schema dataclass with their resolved types."""
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+
+
+def schema_of(annotation: Any) -> type | None:
+    """The dataclass a field holds (through `X | None`), or None for a leaf."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def is_mapping(annotation: Any) -> bool:
+    """A free-form `dict[...]` field: its keys are the user's (model_kwargs, paper.points)."""
+    return typing.get_origin(annotation) is dict
+
+
+def identity_of(schema: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The part of `data` (a resolved instance of `schema`, as a dict) that its fields mark `computed`."""
+    out = {}
+    for f in dataclasses.fields(schema):
+        if not f.metadata[IDENTITY]:
+            continue
+        nested = schema_of(field_types(schema)[f.name])
+        value = data[f.name]
+        out[f.name] = identity_of(nested, value) if nested and value is not None else value
+    return out
+
+
+def describe_type(annotation: Any) -> str:
+    """What a value of this type looks like, in words, for error messages."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = type(None) in typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        text = f"a list of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}s, e.g. [0,1,2]"
+    elif origin is dict:
+        text = "a mapping, e.g. {key: value}"
+    elif optional and len(args) == 1:
+        return f"{describe_type(args[0])} or null"
+    elif dataclasses.is_dataclass(annotation):
+        text = f"a mapping of {annotation.__name__} keys"
+    else:
+        text = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string"}.get(
+            annotation, getattr(annotation, "__name__", str(annotation))
+        )
+    return f"{text} or null" if optional else text
