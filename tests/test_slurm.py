@@ -1,0 +1,143 @@
+"""On a real Slurm cluster: submitit job arrays, the harness's `launcher=slurm` path, requeue of a
+Checkpointable job. The cluster is brought up beforehand by `bash tests/slurm/cluster.sh up` (CI does
+it); without one these tests skip, or fail if REQUIRE_SLURM=1."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+
+from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+UP = "bash tests/slurm/cluster.sh up"
+
+
+def _cluster_problem() -> str | None:
+    """Why there is no usable cluster, or None if there is one: accounting answers and a node is up."""
+    if shutil.which("sinfo") is None or shutil.which("sacct") is None:
+        return f"no Slurm here (sinfo/sacct not on the PATH); bring a test cluster up with `{UP}`"
+    outputs = []
+    for command in (["sacct", "-n", "-X", "-S", "now"], ["sinfo", "-h", "-o", "%t"]):
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return f"`{command[0]}` did not answer in 30 s; bring the test cluster up with `{UP}`"
+        if proc.returncode != 0:
+            why = (proc.stderr.strip() or f"exit status {proc.returncode}").splitlines()[-1]
+            return f"the Slurm cluster does not answer ({why}); bring it up with `{UP}`"
+        outputs.append(proc.stdout)
+    states = outputs[1].split()
+    if not any(s.rstrip("*~#$@^-+").startswith(("idle", "mix", "alloc")) for s in states):
+        return f"no Slurm node is up (sinfo states: {states or 'none'}); bring it up with `{UP}`"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    problem = _cluster_problem()
+    if problem and os.environ.get("REQUIRE_SLURM") == "1":  # CI, after bringing the cluster up
+        pytest.fail(f"REQUIRE_SLURM=1 but {problem}")
+    if problem:
+        pytest.skip(problem)
+
+
+def _executor(folder: Path, **parameters) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    executor.update_parameters(timeout_min=5, cpus_per_task=1, mem_gb=1, **parameters)
+    return executor
+
+
+def _final_state(job: submitit.Job, timeout_s: float = 30) -> str:
+    """The job's state in accounting once it has left RUNNING/COMPLETING (sacct lags the result file)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = job.get_info(mode="force").get("State", "UNKNOWN")
+        if state not in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "UNKNOWN"):
+            return state
+        if time.monotonic() > deadline:
+            return state
+        time.sleep(1)
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_submitit_map_array_completes(tmp_path):
+    jobs = _executor(tmp_path / "submitit").map_array(_square, [1, 2, 3])
+    assert [job.result() for job in jobs] == [1, 4, 9]
+    assert [_final_state(job) for job in jobs] == ["COMPLETED"] * 3
+    assert all(job.state == "COMPLETED" for job in jobs)  # what submitit itself reports, from sacct
+
+
+def test_harness_run_on_slurm(tmp_path):
+    runs = tmp_path / "runs"
+    recipe = write_tiny(tmp_path, runs)
+    overrides = [
+        *TINY_OVERRIDES,
+        "launcher=slurm",
+        f"launcher.folder={tmp_path / 'submitit'}",
+        "resources.cpus_per_task=1",
+        "resources.mem_gb=2",  # a tiny run peaks at ~0.9 GB (torch); the limit is enforced (OverMemoryKill)
+        "resources.timeout_min=10",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(recipe), *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("submitted to Slurm as job") == 2, proc.stdout
+    deadline = time.monotonic() + 120
+    while len(results := sorted(runs.glob("tiny/*/result.json"))) < 2:
+        failures = sorted(runs.glob("tiny/*/failure.json"))
+        assert not failures, failures[0].read_text()
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"{p}:\n{p.read_text()[-2000:]}" for p in (tmp_path / "submitit").rglob("*.err"))
+            pytest.fail(f"{len(results)}/2 result.json after 120 s; submitit logs:\n{logs}")
+        time.sleep(2)
+    for path in results:
+        top1 = json.loads(path.read_text())["final_top1"]
+        assert isinstance(top1, float | int) and 0 <= top1 <= 100, top1
+
+
+class CountedSleep(submitit.helpers.Checkpointable):
+    """Appends a line to `starts` each time it starts; the first start sleeps until it is requeued."""
+
+    def __call__(self, starts: str, sleep_s: int) -> int:
+        with open(starts, "a") as f:
+            f.write(f"{os.environ.get('SLURM_JOB_ID')} {os.environ.get('SLURM_RESTART_COUNT', '0')}\n")
+        count = len(Path(starts).read_text().splitlines())
+        if count == 1:
+            for _ in range(sleep_s):
+                time.sleep(1)
+        return count
+
+
+def test_checkpointable_job_requeued_by_usr2_finishes(tmp_path):
+    starts = tmp_path / "starts.txt"
+    job = _executor(tmp_path / "submitit").submit(CountedSleep(), str(starts), 300)
+    deadline = time.monotonic() + 60
+    while not (starts.exists() and starts.read_text()):
+        assert time.monotonic() < deadline, f"the job did not start in 60 s: {job.get_info()}"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)  # as a preemption would
+    deadline = time.monotonic() + 150  # requeued, pending for AuthInfo=cred_expire, started again
+    while not job.done():
+        assert time.monotonic() < deadline, f"not finished 150 s after USR2: {job.get_info()}"
+        time.sleep(1)
+    assert job.result() == 2, starts.read_text()
+    restarts = [line.split()[1] for line in starts.read_text().splitlines()]
+    assert restarts == ["0", "1"]
+    assert _final_state(job) == "COMPLETED"
