@@ -5,10 +5,11 @@ from functools import cache
 
 import timm
 import torch
+from omegaconf import OmegaConf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.recipe import ResolvedRun
+from harness.recipe import ResolvedRun, hashable
 
 TRAIN_IMAGES = {"imagenet1k": 1_281_167, "imagenet100": 126_689}  # training-set sizes
 TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward about twice the forward
@@ -30,7 +31,7 @@ def gpu_hours(run: ResolvedRun) -> float:
     images = TRAIN_IMAGES.get(cfg.data.dataset)
     if images is None or cfg.resources.gpus_per_node == 0:
         return 0.0
-    kwargs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.model_kwargs.items()))
+    kwargs = hashable(OmegaConf.to_container(cfg.model_kwargs))
     gmacs = count_gmacs(cfg.model, kwargs, cfg.data.input_size)
     flops = images * cfg.data.fraction * cfg.epochs * gmacs * 1e9 * TRAIN_FLOPS_PER_MAC
     return flops / (cfg.resources.assumed_tflops * 1e12) / 3600

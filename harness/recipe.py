@@ -98,7 +98,12 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
         (run["epochs"] >= 1, "epochs", run["epochs"], "at least 1"),
         (0 < data["fraction"] <= 1, "data.fraction", data["fraction"], "a fraction in (0, 1]"),
         (data["input_size"] >= 1, "data.input_size", data["input_size"], "at least 1"),
-        (run["launcher"]["name"] in LAUNCHERS, "launcher", run["launcher"]["name"], " | ".join(LAUNCHERS)),
+        (
+            run["launcher"]["name"] in LAUNCHERS,
+            "launcher.name",
+            run["launcher"]["name"],
+            " | ".join(LAUNCHERS),
+        ),
         (protocol["batch_size"] >= 1, "protocol.batch_size", protocol["batch_size"], "at least 1"),
         (protocol["warmup_epochs"] >= 0, "protocol.warmup_epochs", protocol["warmup_epochs"], "at least 0"),
         (protocol["lr"] > 0, "protocol.lr", protocol["lr"], "a learning rate > 0"),
@@ -106,16 +111,14 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
     ]
     for ok, key, value, expected in checks:
         if not ok:
-            raise RecipeError(
-                f"{blame(key.replace('launcher', 'launcher.name'))}: key '{key}': got {value!r}, "
-                f"expected {expected}"
-            )
+            raise RecipeError(f"{blame(key)}: key '{key}': got {value!r}, expected {expected}")
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
+    """Nested dicts and lists as sorted tuples: a cache key for model arguments."""
     if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return tuple(_hashable(v) for v in value) if isinstance(value, list | tuple) else value
+        return tuple(sorted((k, hashable(v)) for k, v in value.items()))
+    return tuple(hashable(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 class _SkipInPlaceOnMeta(TorchFunctionMode):
@@ -147,7 +150,7 @@ def _build_error(model: str, kwargs: tuple, input_size: int) -> str | None:
 
 def _check_model(run: dict[str, Any], blame: _Blame) -> None:
     kwargs = {**run["model_kwargs"], "drop_path_rate": run["protocol"]["drop_path"]}
-    error = _build_error(run["model"], _hashable(kwargs), run["data"]["input_size"])
+    error = _build_error(run["model"], hashable(kwargs), run["data"]["input_size"])
     if error:
         shown = ", ".join(f"{k}={v!r}" for k, v in run["model_kwargs"].items())
         raise RecipeError(
@@ -156,7 +159,9 @@ def _check_model(run: dict[str, Any], blame: _Blame) -> None:
         )
 
 
-def _resolve_row(recipe: DictConfig, row: DictConfig, protocol: DictConfig, path: Path) -> dict[str, Any]:
+def _resolve_row(
+    recipe: DictConfig, row: DictConfig, protocol: DictConfig, path: Path, sha256: str
+) -> dict[str, Any]:
     """The row as a paper-scale run (a plain dict), its unset fields taken from the recipe."""
     source = f"{path}: row '{row.id}'"
     model = row.model or recipe.model
@@ -188,7 +193,7 @@ def _resolve_row(recipe: DictConfig, row: DictConfig, protocol: DictConfig, path
         "launcher": OmegaConf.to_container(recipe.launcher),
         "runs_root": recipe.runs_root,
         "recipe_file": str(path),
-        "recipe_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "recipe_sha256": sha256,
     }
 
 
@@ -265,6 +270,7 @@ def load_recipe(
     parsed = parse(list(overrides or []), multirun)
     recipe, protocols = compose_recipe(path, parsed.recipe, parsed.protocols)
     _check_recipe(recipe, path)
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     runs: dict[str, ResolvedRun] = {}
     for point in parsed.points:
         selected = [s.value for s in point if s.kind == "select"]
@@ -274,17 +280,14 @@ def load_recipe(
             protocol = protocols[name] if name else recipe.protocol
             if protocol is None:
                 raise RecipeError(
-                    f"{path}: row '{row.id}': no protocol: name one on the row (protocol: deit) or choose "
-                    "the "
-                    "recipe's in its defaults list (- protocol: deit)"
+                    f"{path}: row '{row.id}': no protocol: name one on the row (protocol: deit) or "
+                    "choose the recipe's in its defaults list (- protocol: deit)"
                 )
-            run = _resolve_row(recipe, row, protocol, path)
+            run = _resolve_row(recipe, row, protocol, path, sha256)
             blame = _Blame(path, row.id, point)
             apply(run, point, row.id)
-            if not run["loss"]["sar"]:
-                run["loss"]["weight"] = (
-                    0.0  # an unused weight must not make two identical runs look different
-                )
+            if not run["loss"]["sar"]:  # an unused weight must not make two identical runs look different
+                run["loss"]["weight"] = 0.0
             _check_values(run, blame)
             if recipe.scale == "local":
                 _to_local(run, recipe.local)

@@ -55,6 +55,8 @@ def test_null_lists_quoted_strings_and_mappings(tiny):
         assert run.config.protocol.description == "a, b"
         assert run.config.loss.sar and run.config.loss.weight == 0.1 and run.config.loss.variant == "entropy"
     assert _runs(tiny, "paper.top1=null")[0].config.paper.top1 is None
+    merged = _runs(tiny, "model_kwargs={mlp_ratio: 2.0}")  # a mapping merges: keys a row lacks are added
+    assert {(r.config.model_kwargs.mlp_ratio, r.config.model_kwargs.depth) for r in merged} == {(2.0, 2)}
 
 
 def test_protocol_selects_an_option_of_the_group_for_every_row(tiny):

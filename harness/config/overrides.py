@@ -94,7 +94,7 @@ def parse(texts: list[str], multirun: bool) -> Overrides:
             recipe.append(text)
             continue
         values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
-        settings = [s for value in values for s in _settings(override, key, value, text, multirun)]
+        settings = [s for value in values for s in _settings(override, key, value, text)]
         if override.is_sweep_override():
             sweeps.append(settings)
             swept.append(key)
@@ -122,31 +122,30 @@ def _parse_one(text: str) -> Override:
     return override
 
 
-def _settings(override: Override, key: str, value: Any, text: str, multirun: bool) -> list[Setting]:
+def _settings(override: Override, key: str, value: Any, text: str) -> list[Setting]:
     kind = KINDS[override.type]
+    shown = _text(override, key, value)
     if key == "protocol":
         if kind != "set" or not isinstance(value, str):
             raise RecipeError(f"override {text!r}: expected protocol=NAME, an option of the protocol group")
-        return [Setting("protocol", "select", value, _text(override, key, value, multirun), False)]
+        return [Setting("protocol", "select", value, shown, False)]
+    return _settings_of(key, value, kind, shown, merged=False)
+
+
+def _settings_of(key: str, value: Any, kind: str, text: str, merged: bool) -> list[Setting]:
+    """Settings for `key`; a mapping given to set merges into the node, one setting per leaf, and the
+    leaves it brings into a free mapping (model_kwargs) are added where a row lacks them."""
     in_schema = _check_key(key, text)
-    shown = _text(override, key, value, multirun)
-    if isinstance(value, dict) and kind in ("set", "force") and value:  # a mapping merges into the node
+    if isinstance(value, dict) and value and kind in ("set", "force"):
         return [
-            s
-            for name, item in value.items()
-            for s in _settings_of(f"{key}.{name}", item, kind if in_schema else "force", shown)
+            s for name, item in value.items() for s in _settings_of(f"{key}.{name}", item, kind, text, True)
         ]
-    return [Setting(key, kind, _typed(key, kind, value, shown), shown, in_schema)]
+    if merged and not in_schema:
+        kind = "force"
+    return [Setting(key, kind, _typed(key, kind, value, text), text, in_schema)]
 
 
-def _settings_of(key: str, value: Any, kind: str, text: str) -> list[Setting]:
-    in_schema = _check_key(key, text)
-    if isinstance(value, dict) and value:
-        return [s for name, item in value.items() for s in _settings_of(f"{key}.{name}", item, kind, text)]
-    return [Setting(key, kind if in_schema else "force", _typed(key, kind, value, text), text, in_schema)]
-
-
-def _text(override: Override, key: str, value: Any, multirun: bool) -> str:
+def _text(override: Override, key: str, value: Any) -> str:
     """The override as written, or for one value of a sweep `key=value`."""
     if not override.is_sweep_override():
         return override.input_line or key
