@@ -48,12 +48,12 @@ def _state(run: "ResolvedRun") -> str:
 
 
 def run_table(runs: list["ResolvedRun"], with_estimate: bool) -> str:
-    from harness.estimate import gpu_hours
+    from harness.estimate import estimated_hours
 
     swept = any(run.sweeps for run in runs)
     headers = ["uid", "rows", *(["sweep"] if swept else []), "model", "last block", "loss", "dataset"]
     headers += ["epochs", "seed", "resources"]
-    headers += ["est. GPU-h", "state"] if with_estimate else ["state"]
+    headers += ["estimate", "state"] if with_estimate else ["state"]
     rows = []
     for run in runs:
         c = run.row_config
@@ -71,9 +71,39 @@ def run_table(runs: list["ResolvedRun"], with_estimate: bool) -> str:
         ]
         cells.append(_resources(run))
         if with_estimate:
-            cells.append(f"{gpu_hours(run):.0f}")
+            kind, hours = estimated_hours(run)
+            cells.append(f"{hours:.0f} {kind}-h" if kind == "GPU" else f"{hours:.2f} {kind}-h")
         rows.append([*cells, _state(run)])
     return _table(headers, rows)
+
+
+def dry_run_summary(runs: list["ResolvedRun"]) -> str:
+    """What `--dry-run` adds below the run table: total estimated hours, whether each dataset root exists,
+    and the #SBATCH lines of each Slurm job array."""
+    from harness.data import DatasetNotFoundError, check_available
+    from harness.estimate import estimated_hours
+    from harness.launch import launcher_name, sbatch_lines, slurm_arrays
+
+    totals: dict[str, float] = {"GPU": 0.0, "CPU": 0.0}
+    for run in runs:
+        kind, hours = estimated_hours(run)
+        totals[kind] += hours
+    lines = [
+        f"estimated total: {totals['GPU']:.0f} GPU-hours, {totals['CPU']:.2f} CPU-hours "
+        "(from MACs at resources.assumed_tflops / assumed_cpu_gflops)",
+        "datasets:",
+    ]
+    for dataset, root in dict.fromkeys((r.config.data.dataset, r.config.data.root) for r in runs):
+        try:
+            check_available(dataset, root)
+            found = "generated in memory" if dataset == "synthetic" else "found"
+        except DatasetNotFoundError as error:
+            found = f"MISSING: {str(error).splitlines()[0]}"
+        lines.append(f"  {dataset}{f' at {root}' if root else ''}: {found}")
+    for array in slurm_arrays([r for r in runs if launcher_name(r) == "slurm"]):
+        lines.append(f"Slurm job array of {len(array)} run(s): {', '.join(r.uid for r in array)}")
+        lines += [f"  {line}" for line in sbatch_lines(array[0], len(array))]
+    return "\n".join(lines)
 
 
 def _load(args: argparse.Namespace):
@@ -109,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{recipe.title} [{recipe.scale} scale]: {len(runs)} run(s)")
     if args.dry_run:
         print(run_table(runs, with_estimate=True))
+        print(dry_run_summary(runs))
         return 0
     todo = runs if args.force else [r for r in runs if run_status(r.folder).state != "done"]
     if not todo:
@@ -138,6 +169,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_configs(runs)
         return 0
     print(f"{recipe.title} [{recipe.scale} scale]")
+    print(f"run store: {', '.join(sorted({str(Path(r.config.runs_root) / r.table) for r in runs}))}")
     print(run_table(runs, with_estimate=False))
     return 0
 

@@ -1,5 +1,6 @@
-"""GPU-hour estimates for a dry run: MACs counted on the meta device (no memory, no compute), times the
-images seen, at an assumed effective throughput per GPU. An estimate, labelled as such everywhere."""
+"""GPU-hour (and, for CPU runs, CPU-hour) estimates for a dry run: MACs counted on the meta device (no
+memory, no compute), times the images seen, at an assumed effective throughput per GPU or per CPU job. An
+estimate, labelled as such everywhere."""
 
 from functools import cache
 
@@ -25,13 +26,19 @@ def count_gmacs(model: str, kwargs: tuple, input_size: int) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def gpu_hours(run: ResolvedRun) -> float:
-    """0 for runs on the synthetic dataset (they run on a CPU)."""
+def _train_images(run: ResolvedRun) -> float:
+    d = run.config.data
+    if d.dataset == "synthetic":
+        return d.synthetic.num_classes * d.synthetic.train_per_class * d.fraction
+    return TRAIN_IMAGES[d.dataset] * d.fraction
+
+
+def estimated_hours(run: ResolvedRun) -> tuple[str, float]:
+    """("GPU", GPU-hours) for a run on GPUs, ("CPU", hours of one CPU job) for a run on a CPU."""
     cfg = run.config
-    images = TRAIN_IMAGES.get(cfg.data.dataset)
-    if images is None or cfg.resources.gpus_per_node == 0:
-        return 0.0
     kwargs = hashable(OmegaConf.to_container(cfg.model_kwargs))
     gmacs = count_gmacs(cfg.model, kwargs, cfg.data.input_size)
-    flops = images * cfg.data.fraction * cfg.epochs * gmacs * 1e9 * TRAIN_FLOPS_PER_MAC
-    return flops / (cfg.resources.assumed_tflops * 1e12) / 3600
+    flops = _train_images(run) * cfg.epochs * gmacs * 1e9 * TRAIN_FLOPS_PER_MAC
+    if cfg.resources.gpus_per_node == 0:
+        return "CPU", flops / (cfg.resources.assumed_cpu_gflops * 1e9) / 3600
+    return "GPU", flops / (cfg.resources.assumed_tflops * 1e12) / 3600

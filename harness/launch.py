@@ -4,10 +4,12 @@ or inline in this process (debugging, tests)."""
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import submitit
 import torch
 from omegaconf import OmegaConf
+from submitit.slurm.slurm import _make_sbatch_string
 
 from harness.recipe import ResolvedRun
 from harness.train import train_run
@@ -32,30 +34,71 @@ def _tasks(run: ResolvedRun, gpus: int) -> int:
     return run.config.resources.tasks_per_node or max(1, gpus)
 
 
-def _executor(kind: str, run: ResolvedRun) -> submitit.Executor:
+def slurm_parameters(run: ResolvedRun) -> dict[str, Any]:
+    """The SlurmExecutor parameters (sbatch options) of a run's job; `--dry-run` shows them as #SBATCH."""
     r, launcher = run.config.resources, run.config.launcher
-    folder = Path(launcher.folder) / "%j"
+    mem_gb = r.mem_gb if r.mem_gb is not None else r.mem_gb_per_gpu * max(1, r.gpus_per_node)
+    parameters = {
+        "job_name": f"sar-{run.table}",
+        "time": r.timeout_min,
+        "nodes": r.nodes,
+        "ntasks_per_node": _tasks(run, r.gpus_per_node),
+        "cpus_per_task": r.cpus_per_task,
+        "gpus_per_node": r.gpus_per_node or None,  # a CPU job asks for no GPU at all
+        "mem": f"{mem_gb}GB",
+        "signal_delay_s": launcher.signal_delay_s,
+        "array_parallelism": launcher.array_parallelism,
+        "setup": list(launcher.setup) or None,
+        "additional_parameters": OmegaConf.to_container(launcher.additional) or None,
+        **{key: launcher[key] for key in ("partition", "account", "qos", "constraint", "gres", "exclude")},
+    }
+    return {key: value for key, value in parameters.items() if value is not None}
+
+
+def sbatch_lines(run: ResolvedRun, array_size: int) -> list[str]:
+    """The #SBATCH lines submitit would write for a job array of `array_size` runs shaped like `run`."""
+    script = _make_sbatch_string(
+        command="python -m submitit.core._submit",
+        folder=_slurm_folder(run),
+        map_count=array_size,
+        **slurm_parameters(run),
+    )
+    return [line for line in script.splitlines() if line.startswith("#SBATCH")]
+
+
+def slurm_arrays(runs: list[ResolvedRun]) -> list[list[ResolvedRun]]:
+    """Runs that share a table and a job shape go as one job array."""
+    arrays: dict[str, list[ResolvedRun]] = {}
+    for run in runs:
+        shape = repr((run.table, sorted(slurm_parameters(run).items()), run.config.launcher.max_num_timeout))
+        arrays.setdefault(shape, []).append(run)
+    return list(arrays.values())
+
+
+def _folder(run: ResolvedRun) -> Path:
+    return Path(run.config.launcher.folder)
+
+
+def _slurm_folder(run: ResolvedRun) -> Path:
+    """One folder per job (an array's become <array>_<index>), for its logs and pickles."""
+    return _folder(run) / "%j"
+
+
+def _executor(kind: str, run: ResolvedRun) -> submitit.Executor:
+    r = run.config.resources
     if kind == "local":  # the GPUs this machine has, at most the ones asked for; one task per GPU
         gpus = min(r.gpus_per_node, torch.cuda.device_count())
-        executor = submitit.LocalExecutor(folder=folder)
+        executor = submitit.LocalExecutor(
+            folder=_folder(run)
+        )  # flat: its controller would mkdir a literal %j
         executor.update_parameters(
             timeout_min=r.timeout_min, gpus_per_node=gpus, tasks_per_node=_tasks(run, gpus)
         )
         return executor
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    extra = {key: launcher[key] for key in ("account", "qos") if launcher[key]}
-    executor.update_parameters(
-        name=f"sar-{run.table}",
-        timeout_min=r.timeout_min,
-        nodes=r.nodes,
-        gpus_per_node=r.gpus_per_node,
-        tasks_per_node=_tasks(run, r.gpus_per_node),
-        cpus_per_task=r.cpus_per_task,
-        mem_gb=r.mem_gb,
-        slurm_partition=launcher.partition,
-        slurm_array_parallelism=launcher.array_parallelism,
-        slurm_additional_parameters=extra,
+    executor = submitit.SlurmExecutor(
+        folder=_slurm_folder(run), max_num_timeout=run.config.launcher.max_num_timeout
     )
+    executor.update_parameters(**slurm_parameters(run))
     return executor
 
 
@@ -90,11 +133,7 @@ def launch(runs: list[ResolvedRun], log: Callable[[str], None] = print) -> int:
             job = _executor("local", run).submit(TrainJob(), _as_dict(run), run.uid)
             log(f"{run.uid} ({','.join(run.rows)}) running locally as job {job.job_id}")
             failed += not _train_here(run, job, log)
-    groups: dict[tuple, list[ResolvedRun]] = {}
-    for run in (r for r in runs if launcher_name(r) == "slurm"):
-        shape = (*OmegaConf.to_container(run.config.resources).items(), run.table)
-        groups.setdefault(shape, []).append(run)
-    for group in groups.values():
+    for group in slurm_arrays([r for r in runs if launcher_name(r) == "slurm"]):
         jobs = _executor("slurm", group[0]).map_array(
             TrainJob(), [_as_dict(r) for r in group], [r.uid for r in group]
         )

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
 import sar  # noqa: F401  (registers the SAR-ready models with timm)
-from harness.config import RecipeError
+from harness.config import RecipeError, runs_root
 from harness.config.compose import compose_recipe
 from harness.config.overrides import Setting, apply, parse
 from harness.config.schema import Run, identity_of
@@ -197,6 +197,14 @@ def _resolve_row(
     }
 
 
+def _anchor_folders(run: dict[str, Any]) -> None:
+    """The run store and submitit's folder as absolute paths, fixed when the run is resolved: the same
+    runs whatever folder `run`, `status` or a requeued job starts from."""
+    run["runs_root"] = runs_root(run["runs_root"])
+    folder = run["launcher"]["folder"] or Path(run["runs_root"]) / "_submitit"
+    run["launcher"]["folder"] = str(Path(folder).expanduser().resolve())
+
+
 def _to_local(run: dict[str, Any], local: DictConfig) -> None:
     """The same run on the synthetic dataset, with the model family's small member and fewer epochs."""
     if run["model"] not in LOCAL_KWARGS:
@@ -217,7 +225,7 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
     run["model_kwargs"] = {**LOCAL_KWARGS[run["model"]], **run["model_kwargs"]}
     run["epochs"] = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
     run["protocol"].update(batch_size=local.batch_size, repeated_aug=local.repeated_aug)
-    run["resources"].update(nodes=1, gpus_per_node=0)
+    run["resources"].update(nodes=1, gpus_per_node=0, cpus_per_task=local.cpus, mem_gb=local.mem_gb)
 
 
 def identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +294,7 @@ def load_recipe(
             run = _resolve_row(recipe, row, protocol, path, sha256)
             blame = _Blame(path, row.id, point)
             apply(run, point, row.id)
+            _anchor_folders(run)
             if not run["loss"]["sar"]:  # an unused weight must not make two identical runs look different
                 run["loss"]["weight"] = 0.0
             _check_values(run, blame)

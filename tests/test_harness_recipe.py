@@ -215,7 +215,7 @@ def test_dry_run_and_validation_create_nothing(tiny, tmp_path, capsys, monkeypat
     before = sorted(tmp_path.rglob("*"))
     assert main(["run", str(tiny), *TINY_OVERRIDES, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "base" in out and "pending" in out and "est. GPU-h" in out
+    assert "base" in out and "pending" in out and "CPU-h" in out
     assert sorted(tmp_path.rglob("*")) == before
     assert not (Path.cwd() / "outputs").exists() and not (Path.cwd() / ".hydra").exists()
 
@@ -224,7 +224,54 @@ def test_dry_run_estimates_gpu_hours_for_paper_runs(capsys):
     assert main(["run", str(RECIPES_DIR / "table2.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if "vit-s-sar" in line)
-    assert "1x8 GPU" in line and int(line.split()[-2]) > 0
+    assert "1x8 GPU" in line and line.split()[-2] == "GPU-h" and int(line.split()[-3]) > 0
+    total = next(line for line in out.splitlines() if line.startswith("estimated total"))
+    assert int(total.split()[2]) > 0 and "0.00 CPU-hours" in total
+
+
+def test_dry_run_estimates_cpu_hours_at_local_scale(capsys):
+    assert main(["run", str(RECIPES_DIR / "table1.yaml"), "scale=local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    total = next(line for line in out.splitlines() if line.startswith("estimated total"))
+    assert total.startswith("estimated total: 0 GPU-hours") and float(total.split()[4]) > 0
+
+
+def test_dry_run_says_whether_each_dataset_root_exists(tmp_path, capsys):
+    argv = ["run", str(RECIPES_DIR / "table2.yaml"), f"data.root={tmp_path / 'imagenet'}", "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"imagenet1k at {tmp_path / 'imagenet'}: MISSING" in out
+    assert not (tmp_path / "imagenet").exists()
+
+
+def test_dry_run_prints_the_sbatch_lines_of_each_job_array(capsys):
+    argv = [
+        "run",
+        str(RECIPES_DIR / "table2.yaml"),
+        "launcher=slurm",
+        "launcher.partition=gpu",
+        "launcher.constraint=a100",
+        "+launcher.additional.mail_type=END",
+        "--dry-run",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("Slurm job array of") == 1  # one table, one job shape
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --mem=320GB",
+        "#SBATCH --time=1440",
+        "#SBATCH --array=0-9%10",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --mail-type=END",
+    ):
+        assert line in out, line
+    local = main(["run", str(RECIPES_DIR / "table1.yaml"), "scale=local", "launcher=slurm", "--dry-run"])
+    out = capsys.readouterr().out
+    assert local == 0 and "#SBATCH --cpus-per-task=2" in out and "#SBATCH --mem=6GB" in out
+    assert "--gpus-per-node" not in out
 
 
 def test_cfg_prints_each_resolved_run_as_yaml(tiny, capsys):
@@ -272,3 +319,22 @@ def test_the_schema_mirrors_the_synthetic_dataset_defaults():
     from harness.data import SyntheticConfig
 
     assert asdict(Synthetic()) == asdict(SyntheticConfig())
+
+
+def test_the_run_store_does_not_depend_on_the_working_folder(tmp_path, monkeypatch, capsys):
+    """Relative to the project by default, $SAR_RUNS when set; an explicit relative runs_root is anchored
+    to the folder the command was given in, once, when the runs are resolved."""
+    monkeypatch.delenv("SAR_RUNS", raising=False)
+    folders = set()
+    for cwd in (REPO, tmp_path):
+        monkeypatch.chdir(cwd)
+        folders |= {r.folder for r in load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local"])[1]}
+    assert len(folders) == 12 and all(
+        f.is_absolute() and f.parent == REPO / "runs" / "table1" for f in folders
+    )
+    monkeypatch.setenv("SAR_RUNS", str(tmp_path / "store"))
+    assert main(["status", str(RECIPES_DIR / "table1.yaml"), "scale=local"]) == 0
+    assert f"run store: {tmp_path / 'store' / 'table1'}" in capsys.readouterr().out
+    _, runs = load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local", "runs_root=mine"])
+    assert {r.folder.parent for r in runs} == {tmp_path / "mine" / "table1"}
+    assert {r.config.launcher.folder for r in runs} == {str(tmp_path / "mine" / "_submitit")}

@@ -1,16 +1,26 @@
 """Configuration: the schemas (with identity declared on their fields), Hydra composition of recipes and
 protocols, and Hydra's override grammar applied to runs. Imports nothing heavy (no torch, no timm)."""
 
+import os
 from pathlib import Path
 
 import yaml
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+RECIPES_DIR = PROJECT_DIR / "recipes"
+RUNS_ENV = "SAR_RUNS"
 
 
 class RecipeError(ValueError):
     """A recipe or an override is invalid; the message names the file or override, the key and what was
     expected. Raised before anything is launched or written."""
+
+
+def runs_root(value: str | None) -> str:
+    """The run store as an absolute path, so that it does not depend on the folder a command runs from:
+    `value` (relative to the current folder), else $SAR_RUNS, else `runs/` in the project."""
+    chosen = value or os.environ.get(RUNS_ENV) or str(PROJECT_DIR / "runs")
+    return str(Path(chosen).expanduser().resolve())
 
 
 def list_recipes(folder: Path = RECIPES_DIR) -> list[tuple[Path, str, str]]:

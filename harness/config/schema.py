@@ -100,27 +100,39 @@ class Data:
 
 @dataclass
 class Resources:
+    """What a job asks Slurm for, sized like DeiT's launcher: memory per GPU, a timeout that fits common
+    partitions (a run that times out is requeued and resumes from its last epoch)."""
+
     nodes: int = incidental(1)
     gpus_per_node: int = incidental(8)
     cpus_per_task: int = incidental(10)
-    tasks_per_node: int | None = incidental(
-        None
-    )  # DDP processes per node; default: one per GPU (one on a CPU)
-    mem_gb: int = incidental(64)
-    timeout_min: int = incidental(4320)
+    # DDP processes per node; default: one per GPU (one on a CPU)
+    tasks_per_node: int | None = incidental(None)
+    mem_gb_per_gpu: int = incidental(40)  # a CPU-only job asks for one GPU's worth unless mem_gb is set
+    mem_gb: int | None = incidental(None)  # memory per node; replaces mem_gb_per_gpu
+    timeout_min: int = incidental(1440)
     assumed_tflops: float = incidental(30.0)  # effective throughput per GPU, for the GPU-hour estimate only
+    assumed_cpu_gflops: float = incidental(20.0)  # per CPU job, for the CPU-hour estimate at local scale
 
 
 @dataclass
 class Launcher:
-    name: str = incidental(
-        "auto"
-    )  # auto (slurm when sbatch is on the PATH, else local), slurm, local, inline
+    """How runs are launched; the Slurm keys go to submitit's SlurmExecutor (sbatch options)."""
+
+    # auto (slurm when sbatch is on the PATH, else local), slurm, local, inline
+    name: str = incidental("auto")
     partition: str | None = incidental(None)
     account: str | None = incidental(None)
     qos: str | None = incidental(None)
+    constraint: str | None = incidental(None)
+    gres: str | None = incidental(None)
+    exclude: str | None = incidental(None)
+    setup: list[str] = incidental(factory=list)  # shell lines run before the job (module load, ...)
+    signal_delay_s: int = incidental(120)  # USR2 this long before the time limit: checkpoint, requeue
+    max_num_timeout: int = incidental(30)  # requeues after time-outs before the run fails (DeiT: 30)
+    additional: dict[str, Any] = incidental(factory=dict)  # other sbatch options, e.g. {mail_type: END}
     array_parallelism: int = incidental(64)
-    folder: str = incidental("runs/_submitit")
+    folder: str | None = incidental(None)  # submitit's job folders; default: <runs_root>/_submitit
 
 
 @dataclass
@@ -162,7 +174,7 @@ class Run:
     train: Train = computed(factory=Train)
     resources: Resources = incidental(factory=Resources)
     launcher: Launcher = incidental(factory=Launcher)
-    runs_root: str = incidental("runs")
+    runs_root: str = incidental()  # absolute: see harness.config.runs_root
     recipe_file: str = incidental("")  # provenance
     recipe_sha256: str = incidental("")
 
@@ -197,6 +209,8 @@ class Local:
     repeated_aug: bool = False
     synthetic: Synthetic = dataclasses.field(default_factory=Synthetic)
     num_workers: int = 0
+    cpus: int = 2  # what a local-scale job asks Slurm for: no GPU, a few CPUs, a little memory
+    mem_gb: int = 6
 
 
 @dataclass
@@ -221,7 +235,7 @@ class Recipe:
     train: Train = dataclasses.field(default_factory=Train)
     resources: Resources = dataclasses.field(default_factory=Resources)
     launcher: Launcher = dataclasses.field(default_factory=Launcher)
-    runs_root: str = "runs"
+    runs_root: str | None = None  # the run store; default: $SAR_RUNS, else runs/ in the project
 
 
 SCHEMAS: dict[str, type] = {
