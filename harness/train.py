@@ -26,7 +26,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 import sar
 from harness import distributed
@@ -87,6 +87,70 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def _seeded(*key: int):
+    """Python's, numpy's and torch's global generators seeded from `key`, restored afterwards."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()  # noqa: NPY002
+    words = np.random.SeedSequence([k % 2**64 for k in key]).generate_state(6)  # distinct seed per generator
+    random.seed(int(words[0]) << 32 | int(words[1]))
+    np.random.seed(words[2:4])  # noqa: NPY002
+    torch.default_generator.manual_seed(int(words[4]) << 32 | int(words[5]))  # CPU only: cheaper
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])  # noqa: NPY002
+        torch.set_rng_state(saved[2])
+
+
+class _SeededSampler(Sampler):
+    """Yields (index, key), key = (run seed, epoch, rank, position in this rank's epoch): the key, not
+    the worker that loads it (torch seeds a persistent worker once, when the process first iterates),
+    seeds the sample's augmentation in `_SeededDataset`. Position, not index: repeated augmentation loads
+    an index several times an epoch, each time with its own draw."""
+
+    def __init__(self, sampler: Sampler, seed: int, rank: int) -> None:
+        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for position, index in enumerate(self.sampler):
+            yield index, (self.seed, self.epoch, self.rank, position)
+
+
+class _SeededDataset(Dataset):
+    """Loads `dataset[index]` (transform included) under the global RNGs seeded from the sampler's key."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, tuple[int, ...]]) -> Any:
+        index, key = item
+        with _seeded(*key):
+            return self.dataset[index]
+
+
+class _SeededRepeatAugSampler(RepeatAugSampler):
+    """timm's RepeatAugSampler shuffles with `manual_seed(epoch)` whatever the run's seed; this one with
+    seed + epoch, as DistributedSampler does."""
+
+    def __init__(self, *args, seed: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(self.seed + epoch)
+
+
 def _datasets(cfg: DictConfig):
     p, d = cfg.protocol, cfg.data
     train_tf = create_transform(
@@ -116,34 +180,50 @@ def _num_classes(cfg: DictConfig) -> int:
 
 
 def _loaders(cfg: DictConfig, world: distributed.World):
+    """The train loader (with its sampler, whose `set_epoch` each epoch calls) and the val loader.
+
+    Resume is bit-for-bit, and a run's numbers are the same for every `data.num_workers`: the shuffle is
+    seeded by (run seed, epoch), each sample's augmentation by (run seed, epoch, rank, position)
+    (`_SeededSampler`), and the loaders draw their workers' base seeds from their own generators, not the
+    global torch RNG (which the model's drop-path uses, and which a persistent-worker loader would
+    otherwise draw from once per process, a single-process one once per epoch).
+    """
     train, val = _datasets(cfg)
     if cfg.protocol.batch_size % world.size:
         raise RunFailed(
             f"protocol.batch_size {cfg.protocol.batch_size} is not divisible by {world.size} processes"
         )
     per_process = cfg.protocol.batch_size // world.size
+    # the same on every rank; hashed, since samplers seed with seed + epoch and runs' seeds are 0, 1, 2...
+    order_seed = int(np.random.SeedSequence([cfg.seed % 2**64, 0x5A3]).generate_state(1)[0])
     if cfg.protocol.repeated_aug:
         # DeiT rounds each epoch down to a multiple of 256 images, which would empty a tiny dataset
         rounding = 256 if len(train) >= 256 * world.size else 0
-        sampler = RepeatAugSampler(train, world.size, world.rank, shuffle=True, selected_round=rounding)
-    else:
-        sampler = DistributedSampler(
-            train, world.size, world.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        order: Sampler = _SeededRepeatAugSampler(
+            train, world.size, world.rank, shuffle=True, selected_round=rounding, seed=order_seed
         )
+    else:
+        order = DistributedSampler(
+            train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=True
+        )
+    sampler = _SeededSampler(order, cfg.seed, world.rank)
     workers = cfg.data.num_workers
     train_loader = DataLoader(
-        train,
+        _SeededDataset(train),
         per_process,
         sampler=sampler,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=True,
         persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     if len(train_loader) == 0:
         raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")
     val_part = Subset(val, range(world.rank, len(val), world.size))
-    val_loader = DataLoader(val_part, per_process, shuffle=False, num_workers=workers)
+    val_loader = DataLoader(
+        val_part, per_process, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0)
+    )
     return train_loader, sampler, val_loader
 
 
@@ -334,8 +414,7 @@ def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) ->
     for epoch in range(start_epoch, cfg.epochs):
         begin = time.perf_counter()
         scheduler.step(epoch)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         stats = train_one_epoch(
             cfg,
             train_model,

@@ -1,5 +1,6 @@
 """Training runs end to end: inline and through submitit's local executor, a two-process DDP run (gloo),
-resume after SIGKILL with the same final metrics, and non-finite losses."""
+resume after SIGKILL with the same metrics (data-loader workers included), the same metrics for any
+`data.num_workers`, and non-finite losses."""
 
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from harness.recipe import load_recipe
 from harness.results import read_metrics, run_dir, run_status
+from harness.train import _SeededRepeatAugSampler
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,8 +66,20 @@ def test_inline_run_writes_the_whole_run_folder(tmp_path):
     assert "already done" in proc.communicate(timeout=120)[0]
 
 
+def _metrics(recipe: Path, *overrides: str) -> list[dict]:
+    run = _only_run(recipe, *overrides)[0]
+    return read_metrics(run_dir(run.config, run.uid))
+
+
+def _same_training(got: list[dict], expected: list[dict]) -> None:
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in expected]
+    for key in ("train_loss", "train_ce", "train_se", "val_top1", "val_top5", "lr"):
+        assert [r[key] for r in got] == [r[key] for r in expected], key
+
+
 def test_sigkill_mid_epoch_resumes_to_the_same_metrics(tmp_path):
-    overrides = [*TINY_OVERRIDES, "epochs=4", "data.synthetic.train_per_class=64"]
+    # with persistent data-loader workers, whose own RNG seeds a resumed process draws afresh
+    overrides = [*TINY_OVERRIDES, "epochs=4", "data.synthetic.train_per_class=64", "data.num_workers=2"]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     reference = write_tiny(tmp_path / "a", tmp_path / "a" / "runs")
@@ -84,12 +98,33 @@ def test_sigkill_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     proc.wait()
     assert 2 <= len(read_metrics(folder)) < 4 and not (folder / "result.json").exists()
     _run_to_end("run", str(killed), *overrides, "seeds=[3]")
-    ref_run = _only_run(reference, "epochs=4", "data.synthetic.train_per_class=64", "seeds=[3]")[0]
-    expected = read_metrics(run_dir(ref_run.config, ref_run.uid))
+    expected = _metrics(reference, "epochs=4", "data.synthetic.train_per_class=64", "seeds=[3]")
     got = read_metrics(folder)
     assert [r["epoch"] for r in got] == [1, 2, 3, 4]
-    for key in ("train_loss", "train_ce", "train_se", "val_top1", "val_top5", "lr"):
-        assert [r[key] for r in got] == [r[key] for r in expected], key
+    _same_training(got, expected)
+
+
+def test_metrics_do_not_depend_on_num_workers(tmp_path):
+    metrics = {}
+    for workers in (0, 2):
+        (tmp_path / str(workers)).mkdir()
+        recipe = write_tiny(tmp_path / str(workers), tmp_path / str(workers) / "runs")
+        overrides = ["epochs=2", f"data.num_workers={workers}"]
+        _run_to_end("run", str(recipe), *TINY_OVERRIDES, *overrides)
+        metrics[workers] = _metrics(recipe, *overrides)
+    assert [r["epoch"] for r in metrics[0]] == [1, 2]
+    _same_training(metrics[2], metrics[0])
+
+
+def test_repeated_augmentation_order_follows_the_run_seed():
+    dataset = list(range(48))
+    orders = {}
+    for seed in (0, 1):
+        sampler = _SeededRepeatAugSampler(dataset, 1, 0, selected_round=0, seed=seed)
+        sampler.set_epoch(0)
+        orders[seed] = list(sampler)
+    sampler.set_epoch(0)
+    assert list(sampler) == orders[1] != orders[0]
 
 
 def test_local_launcher_two_process_ddp(tmp_path):
