@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from harness.config import RecipeError
 
 if TYPE_CHECKING:
+    from harness.lifecycle import RunState
     from harness.recipe import ResolvedRun
 
 OVERRIDES_HELP = (
@@ -40,22 +41,14 @@ def _dataset(run: "ResolvedRun") -> str:
     return name if d.fraction == 1 else f"{name} x{d.fraction:g}"
 
 
-def _state(run: "ResolvedRun") -> str:
-    from harness.results import run_status
-
-    status = run_status(run.folder)
-    return f"{status.state}: {status.detail}" if status.detail else status.state
-
-
-def run_table(runs: list["ResolvedRun"], with_estimate: bool) -> str:
+def run_table(runs: list["ResolvedRun"], states: list["RunState"], with_estimate: bool) -> str:
     from harness.estimate import estimated_hours
 
     swept = any(run.sweeps for run in runs)
     headers = ["uid", "rows", *(["sweep"] if swept else []), "model", "last block", "loss", "dataset"]
-    headers += ["epochs", "seed", "resources"]
-    headers += ["estimate", "state"] if with_estimate else ["state"]
+    headers += ["epochs", "seed", "resources", *(["estimate"] if with_estimate else []), "job", "state"]
     rows = []
-    for run in runs:
+    for run, state in zip(runs, states, strict=True):
         c = run.row_config
         loss = f"+ {c.loss.weight:g} L_{'tv' if c.loss.variant == 'tv' else 'se'}" if c.loss.sar else "ce"
         cells = [
@@ -73,7 +66,9 @@ def run_table(runs: list["ResolvedRun"], with_estimate: bool) -> str:
         if with_estimate:
             kind, hours = estimated_hours(run)
             cells.append(f"{hours:.0f} {kind}-h" if kind == "GPU" else f"{hours:.2f} {kind}-h")
-        rows.append([*cells, _state(run)])
+        rows.append(
+            [*cells, state.job or "-", f"{state.state}: {state.detail}" if state.detail else state.state]
+        )
     return _table(headers, rows)
 
 
@@ -130,20 +125,42 @@ def print_configs(runs: list["ResolvedRun"]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.data import DatasetNotFoundError, check_available
     from harness.launch import launch
-    from harness.results import run_status
+    from harness.lifecycle import cancel, read_submission, run_states
 
     recipe, runs = _load(args)
     if args.cfg:
         print_configs(runs)
         return 0
     print(f"{recipe.title} [{recipe.scale} scale]: {len(runs)} run(s)")
+    states = run_states([r.folder for r in runs])
     if args.dry_run:
-        print(run_table(runs, with_estimate=True))
+        print(run_table(runs, states, with_estimate=True))
         print(dry_run_summary(runs))
         return 0
-    todo = runs if args.force else [r for r in runs if run_status(r.folder).state != "done"]
+    live = [(run, state) for run, state in zip(runs, states, strict=True) if state.live]
+    if args.force and live and not args.cancel:
+        for run, state in live:
+            print(f"error: {run.uid} ({','.join(run.rows)}) is {state.state} as {state.job}", file=sys.stderr)
+        print(
+            "error: --force would train these again under a live job: add --cancel to stop it first",
+            file=sys.stderr,
+        )
+        return 2
+    if args.force and args.cancel:
+        for run, state in live:
+            cancel(read_submission(run.folder))
+            print(f"cancelled {state.job} ({run.uid})")
+        live = []
+    for run, state in live:
+        print(f"{run.uid} ({','.join(run.rows)}) is {state.state} as {state.job}: not launched again")
+    skipped = {run.uid for run, _ in live}
+    todo = [
+        run
+        for run, state in zip(runs, states, strict=True)
+        if run.uid not in skipped and (args.force or state.state != "done")
+    ]
     if not todo:
-        print(f"every run of {args.recipe} is already done (use --force to train them again)")
+        print(f"every run of {args.recipe} is already done or live (use --force to train done runs again)")
         return 0
     for run in todo:  # a missing dataset stops everything before anything is launched
         try:
@@ -154,9 +171,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.force:
         for run in todo:
             folder = run.folder
-            for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "failure.json"):
+            for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "submitted.json"):
                 (folder / name).unlink(missing_ok=True)
-    print(f"launching {len(todo)} run(s); {len(runs) - len(todo)} already done", flush=True)
+            for failure in folder.glob("failure*.json"):
+                failure.unlink()
+    print(f"launching {len(todo)} run(s); {len(runs) - len(todo)} done or live", flush=True)
     failed = launch(todo, log=lambda line: print(line, flush=True))
     if failed:
         print(f"{failed} run(s) failed: see `python -m harness status {args.recipe}`", file=sys.stderr)
@@ -164,13 +183,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from harness.lifecycle import run_states
+
     recipe, runs = _load(args)
     if args.cfg:
         print_configs(runs)
         return 0
     print(f"{recipe.title} [{recipe.scale} scale]")
     print(f"run store: {', '.join(sorted({str(Path(r.config.runs_root) / r.table) for r in runs}))}")
-    print(run_table(runs, with_estimate=False))
+    states = run_states([r.folder for r in runs])
+    print(run_table(runs, states, with_estimate=False))
+    for run, state in zip(runs, states, strict=True):
+        if state.logs and state.state != "done":
+            print(f"{run.uid} {state.state}: logs in {state.logs}")
     return 0
 
 
@@ -231,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     _recipe_arguments(run)
     run.add_argument("--dry-run", action="store_true", help="print the run table; create nothing")
     run.add_argument("--force", action="store_true", help="train runs again even if they are done")
+    run.add_argument(
+        "--cancel", action="store_true", help="with --force: cancel the live jobs of those runs first"
+    )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="per run: done, running, failed (with the reason) or pending")
     _recipe_arguments(status)

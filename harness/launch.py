@@ -1,8 +1,10 @@
 """Launch resolved runs with submitit: Slurm job arrays (DDP, requeue on preemption), local subprocesses,
 or inline in this process (debugging, tests)."""
 
+import contextlib
 import shutil
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from submitit.slurm.slurm import _make_sbatch_string
 
+from harness.lifecycle import record_submission
 from harness.recipe import ResolvedRun
 from harness.train import train_run
 
@@ -34,10 +37,13 @@ def _tasks(run: ResolvedRun, gpus: int) -> int:
     return run.config.resources.tasks_per_node or max(1, gpus)
 
 
-def slurm_parameters(run: ResolvedRun) -> dict[str, Any]:
+def slurm_parameters(run: ResolvedRun, after: tuple[str, ...] = ()) -> dict[str, Any]:
     """The SlurmExecutor parameters (sbatch options) of a run's job; `--dry-run` shows them as #SBATCH."""
     r, launcher = run.config.resources, run.config.launcher
     mem_gb = r.mem_gb if r.mem_gb is not None else r.mem_gb_per_gpu * max(1, r.gpus_per_node)
+    additional = OmegaConf.to_container(launcher.additional)
+    if after:  # afterok: the job starts once they all succeeded, and is cancelled if one fails
+        additional["kill_on_invalid_dep"] = "yes"
     parameters = {
         "job_name": f"sar-{run.table}",
         "time": r.timeout_min,
@@ -49,7 +55,8 @@ def slurm_parameters(run: ResolvedRun) -> dict[str, Any]:
         "signal_delay_s": launcher.signal_delay_s,
         "array_parallelism": launcher.array_parallelism,
         "setup": list(launcher.setup) or None,
-        "additional_parameters": OmegaConf.to_container(launcher.additional) or None,
+        "additional_parameters": additional or None,
+        "dependency": f"afterok:{':'.join(after)}" if after else None,
         **{key: launcher[key] for key in ("partition", "account", "qos", "constraint", "gres", "exclude")},
     }
     return {key: value for key, value in parameters.items() if value is not None}
@@ -66,11 +73,14 @@ def sbatch_lines(run: ResolvedRun, array_size: int) -> list[str]:
     return [line for line in script.splitlines() if line.startswith("#SBATCH")]
 
 
-def slurm_arrays(runs: list[ResolvedRun]) -> list[list[ResolvedRun]]:
-    """Runs that share a table and a job shape go as one job array."""
+def slurm_arrays(
+    runs: list[ResolvedRun], after: dict[str, tuple[str, ...]] | None = None
+) -> list[list[ResolvedRun]]:
+    """Runs that share a table, a job shape and the jobs they wait for go as one job array."""
     arrays: dict[str, list[ResolvedRun]] = {}
     for run in runs:
-        shape = repr((run.table, sorted(slurm_parameters(run).items()), run.config.launcher.max_num_timeout))
+        parameters = slurm_parameters(run, (after or {}).get(run.uid, ()))
+        shape = repr((run.table, sorted(parameters.items()), run.config.launcher.max_num_timeout))
         arrays.setdefault(shape, []).append(run)
     return list(arrays.values())
 
@@ -84,7 +94,7 @@ def _slurm_folder(run: ResolvedRun) -> Path:
     return _folder(run) / "%j"
 
 
-def _executor(kind: str, run: ResolvedRun) -> submitit.Executor:
+def _executor(kind: str, run: ResolvedRun, after: tuple[str, ...] = ()) -> submitit.Executor:
     r = run.config.resources
     if kind == "local":  # the GPUs this machine has, at most the ones asked for; one task per GPU
         gpus = min(r.gpus_per_node, torch.cuda.device_count())
@@ -98,7 +108,7 @@ def _executor(kind: str, run: ResolvedRun) -> submitit.Executor:
     executor = submitit.SlurmExecutor(
         folder=_slurm_folder(run), max_num_timeout=run.config.launcher.max_num_timeout
     )
-    executor.update_parameters(**slurm_parameters(run))
+    executor.update_parameters(**slurm_parameters(run, after))
     return executor
 
 
@@ -106,37 +116,69 @@ def _as_dict(run: ResolvedRun) -> dict:
     return OmegaConf.to_container(run.config, resolve=True)
 
 
-def _train_here(run: ResolvedRun, job: submitit.Job | None, log: Callable[[str], None]) -> bool:
-    """Wait for one run trained on this machine (inline when `job` is None); False if it failed."""
+@contextlib.contextmanager
+def _interrupted_by_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal, a killed session) stop `harness run` like Ctrl-C does, so the
+    local job it waits for is cancelled instead of training on, detached. (SIGKILL cannot be caught: the
+    next `status` finds such a job through submitted.json.)"""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        result = job.results()[0] if job is not None else TrainJob()(_as_dict(run), run.uid)
-    except KeyboardInterrupt:
-        if job is not None:  # a local job would otherwise train on, detached from this command
-            job.cancel()
-        raise
-    except Exception as error:  # the run's own failure.json holds the details
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _outcome(run: ResolvedRun, wait: Callable[[], dict], log: Callable[[str], None]) -> bool:
+    """Wait for one run trained on this machine; False if it failed."""
+    try:
+        result = wait()
+    except Exception as error:  # the run's own failure files hold the details
         log(f"{run.uid} ({','.join(run.rows)}) failed: {str(error).strip().splitlines()[-1]}")
         return False
     log(f"{run.uid} ({','.join(run.rows)}) done: top-1 {result['final_top1']:.2f}")
     return True
 
 
-def launch(runs: list[ResolvedRun], log: Callable[[str], None] = print) -> int:
+def _run_locally(run: ResolvedRun, log: Callable[[str], None]) -> bool:
+    """One run as a local submitit job, waited for; Ctrl-C, SIGTERM or SIGHUP cancel the job with it."""
+    with _interrupted_by_termination():
+        job = _executor("local", run).submit(TrainJob(), _as_dict(run), run.uid)
+        try:
+            record_submission(run.folder, "local", job)
+            log(f"{run.uid} ({','.join(run.rows)}) running locally as job {job.job_id}")
+            return _outcome(run, lambda: job.results()[0], log)
+        except KeyboardInterrupt:  # the job would otherwise train on, detached from this command
+            job.cancel()
+            raise
+
+
+def launch(
+    runs: list[ResolvedRun],
+    log: Callable[[str], None] = print,
+    after: dict[str, tuple[str, ...]] | None = None,
+) -> int:
     """Start `runs` and return how many failed. Inline and local runs go one at a time, since they share
-    this machine, and are waited for; Slurm runs go as one job array per resource shape and are not."""
+    this machine, and are waited for; Slurm runs go as one job array per table and job shape, and are not.
+    `after` maps a run's uid to the Slurm jobs it must wait for (`afterok`: if one fails, the run's job is
+    cancelled). Each submitted run's folder gets `submitted.json` (the job and its logs)."""
     failed = 0
     for run in runs:
         kind = launcher_name(run)
         if kind == "inline":
-            failed += not _train_here(run, None, log)
+            failed += not _outcome(run, lambda run=run: TrainJob()(_as_dict(run), run.uid), log)
         elif kind == "local":
-            job = _executor("local", run).submit(TrainJob(), _as_dict(run), run.uid)
-            log(f"{run.uid} ({','.join(run.rows)}) running locally as job {job.job_id}")
-            failed += not _train_here(run, job, log)
-    for group in slurm_arrays([r for r in runs if launcher_name(r) == "slurm"]):
-        jobs = _executor("slurm", group[0]).map_array(
+            failed += not _run_locally(run, log)
+    after = after or {}
+    for group in slurm_arrays([r for r in runs if launcher_name(r) == "slurm"], after):
+        jobs = _executor("slurm", group[0], after.get(group[0].uid, ())).map_array(
             TrainJob(), [_as_dict(r) for r in group], [r.uid for r in group]
         )
         for run, job in zip(group, jobs, strict=True):
+            record_submission(run.folder, "slurm", job)
             log(f"{run.uid} ({','.join(run.rows)}) submitted to Slurm as job {job.job_id}")
     return failed

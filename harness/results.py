@@ -4,11 +4,12 @@ config.yaml   the resolved run config (written once, before training)
 metrics.jsonl one line per finished epoch (rewritten from the checkpoint on resume: no duplicates)
 checkpoint.pt the last finished epoch (write to a temporary file, then rename)
 result.json   final and best top-1, wall time, GPU-hours, provenance: its presence means "done"
-failure.json  why a run stopped as failed
+failure.json  why a run stopped as failed (failure-rank<N>.json: another rank's own reason)
 heartbeat     touched while a worker trains: recent means "running"
 """
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ class Status:
     detail: str = ""
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -95,15 +96,18 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def run_status(folder: Path) -> Status:
     if (folder / "result.json").exists():
-        result = _read_json(folder / "result.json")
+        result = read_json(folder / "result.json")
         if result is None or not {"final_top1", "best_top1"} <= result.keys():
             return Status("failed", "result.json is unreadable")
         return Status("done", f"top-1 {result['final_top1']:.2f} (best {result['best_top1']:.2f})")
-    if (folder / "failure.json").exists():
-        failure = _read_json(folder / "failure.json")
-        return Status(
-            "failed", failure.get("reason", "no reason given") if failure else "failure.json is unreadable"
-        )
+    failures = sorted(folder.glob("failure*.json"))
+    if failures:  # one file per failing rank: the first to fail is the cause, the others often follow it
+        readable = [data for data in map(read_json, failures) if data is not None]
+        if not readable:
+            return Status("failed", f"{failures[0].name} is unreadable")
+        first = min(readable, key=lambda data: data.get("time", math.inf))
+        rank = f"rank {first['rank']}: " if first.get("rank") else ""
+        return Status("failed", rank + first.get("reason", "no reason given"))
     beat = folder / "heartbeat"
     if beat.exists() and time.time() - beat.stat().st_mtime < HEARTBEAT_FRESH_S:
         epochs = len(read_metrics(folder))

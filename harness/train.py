@@ -8,10 +8,13 @@ whose checkpoint exists resumes it, and each epoch appears once in the log howev
 
 import contextlib
 import math
+import os
 import random
+import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 import sar
 from harness import distributed
 from harness.data import SyntheticConfig, build_dataset, dataset_spec
+from harness.lifecycle import RunLocked, trainer_lock
 from harness.provenance import provenance
 from harness.results import (
     append_metrics,
@@ -344,22 +348,41 @@ def train_run(config: dict[str, Any], uid: str) -> dict[str, Any]:
     world = distributed.setup()
     folder = run_dir(cfg, uid)
     try:
-        return _train(cfg, uid, world, folder)
-    except Exception as error:
-        if world.is_main:
-            reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
-            atomic_write_json(
-                folder / "failure.json", {"reason": reason, "traceback": traceback.format_exc()}
-            )
+        with _exclusive(folder, world, cfg):
+            return _train(cfg, uid, world, folder)
+    except RunLocked:
+        raise  # the live trainer's folder is not this process's to write in
+    except Exception as error:  # every rank says why it stopped; the first to fail is the cause
+        reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
+        name = "failure.json" if world.is_main else f"failure-rank{world.rank}.json"
+        record = {"reason": reason, "rank": world.rank, "host": socket.gethostname(), "time": time.time()}
+        atomic_write_json(folder / name, {**record, "traceback": traceback.format_exc()})
         raise
     finally:
         distributed.teardown()
 
 
+@contextlib.contextmanager
+def _exclusive(folder: Path, world: distributed.World, cfg: DictConfig) -> Iterator[None]:
+    """Rank 0 holds the run's trainer lock for the whole run; every rank learns whether it got it."""
+    with contextlib.ExitStack() as stack:
+        refused: RunLocked | None = None
+        if world.is_main:
+            launcher = "slurm" if "SLURM_JOB_ID" in os.environ else cfg.launcher.name
+            try:
+                stack.enter_context(trainer_lock(folder, world.job_id, launcher))
+            except RunLocked as error:
+                refused = error
+        if distributed.all_sum([float(refused is not None)], world)[0]:
+            raise refused or RunLocked(f"{folder}: rank 0 found another live trainer")
+        yield
+
+
 def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
     if world.is_main:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "failure.json").unlink(missing_ok=True)
+        for failure in folder.glob("failure*.json"):
+            failure.unlink()
         write_config(folder, cfg)
         touch_heartbeat(folder, world.job_id)
     _seed_everything(cfg.seed + world.rank)

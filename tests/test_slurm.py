@@ -141,3 +141,115 @@ def test_checkpointable_job_requeued_by_usr2_finishes(tmp_path):
     restarts = [line.split()[1] for line in starts.read_text().splitlines()]
     assert restarts == ["0", "1"]
     assert _final_state(job) == "COMPLETED"
+
+
+SLURM_OVERRIDES = [
+    "launcher=slurm",
+    "resources.cpus_per_task=1",
+    "resources.mem_gb=2",
+    "resources.timeout_min=10",
+]
+
+
+def _harness(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"not {what} after {timeout_s} s"
+        time.sleep(1)
+
+
+def _states(recipe: Path, overrides: list[str]) -> dict[str, str]:
+    from harness.lifecycle import run_states
+    from harness.recipe import load_recipe
+
+    _, runs = load_recipe(recipe, overrides)
+    return {run.rows[0]: state for run, state in zip(runs, run_states([r.folder for r in runs]), strict=True)}
+
+
+def test_live_jobs_are_not_launched_twice_and_scancel_shows_as_cancelled(tmp_path):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    overrides = [*TINY_OVERRIDES, *SLURM_OVERRIDES, "epochs=100"]
+    first = _harness("run", str(recipe), *overrides)
+    assert first.returncode == 0 and first.stdout.count("submitted to Slurm") == 2, (
+        first.stdout + first.stderr
+    )
+    again = _harness("run", str(recipe), *overrides)  # at once: both jobs pending or running
+    assert again.returncode == 0 and "submitted to Slurm" not in again.stdout, again.stdout
+    assert again.stdout.count("not launched again") == 2
+    forced = _harness("run", str(recipe), *overrides, "--force")
+    assert forced.returncode == 2 and "--cancel" in forced.stderr
+    job = _states(recipe, overrides)["base"].job.split()[1]
+    subprocess.run(["scancel", job], check=True)
+    _wait_until(lambda: _states(recipe, overrides)["base"].state == "failed", 60, "failed after scancel")
+    state = _states(recipe, overrides)["base"]
+    assert "CANCELLED" in state.detail and state.logs.endswith(".err")
+    status = _harness("status", str(recipe), *overrides)
+    assert "failed: Slurm: CANCELLED" in status.stdout and f"logs in {state.logs}" in status.stdout
+    cancelled = _harness("run", str(recipe), *overrides, "--force", "--cancel")  # stops the other job too
+    assert cancelled.returncode == 0 and "cancelled slurm" in cancelled.stdout, cancelled.stdout
+    subprocess.run(["scancel", "--name=sar-tiny"], check=True)
+
+
+def test_afterok_runs_in_order_and_cancels_the_dependant_of_a_failure(tmp_path):
+    from harness.launch import launch
+    from harness.lifecycle import read_submission, run_states
+    from harness.recipe import load_recipe
+
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    _, (base, _) = load_recipe(recipe, [*TINY_OVERRIDES, *SLURM_OVERRIDES])
+    _, (broken, _) = load_recipe(
+        recipe, [*TINY_OVERRIDES, *SLURM_OVERRIDES, "data.dataset=imagenet1k", "data.root=/nonexistent"]
+    )
+    launch([base, broken], log=lambda line: None)
+    upstream = {run.uid: read_submission(run.folder)["job_id"] for run in (base, broken)}
+    _, (ok_after, _) = load_recipe(recipe, [*TINY_OVERRIDES, *SLURM_OVERRIDES, "epochs=2"])
+    _, (_, never) = load_recipe(recipe, [*TINY_OVERRIDES, *SLURM_OVERRIDES, "epochs=2"])
+    launch([ok_after], log=lambda line: None, after={ok_after.uid: (upstream[base.uid],)})
+    launch([never], log=lambda line: None, after={never.uid: (upstream[broken.uid],)})
+    folders = [base.folder, broken.folder, ok_after.folder, never.folder]
+    _wait_until(lambda: all(not s.live for s in run_states(folders)), 150, "all ended")
+    states = run_states(folders)
+    assert [s.state for s in states] == ["done", "failed", "done", "failed"], states
+    assert "CANCELLED" in states[3].detail or "DependencyNeverSatisfied" in states[3].detail
+    assert (ok_after.folder / "config.yaml").stat().st_mtime >= (base.folder / "result.json").stat().st_mtime
+
+
+def test_usr2_mid_run_requeues_and_ends_with_the_same_metrics(tmp_path):
+    from harness.lifecycle import run_states
+    from harness.recipe import load_recipe
+    from harness.results import read_metrics
+
+    recipe = write_tiny(tmp_path, tmp_path / "slurm-runs")
+    overrides = [*TINY_OVERRIDES, "epochs=6", "seeds=[0]"]
+    _, (run, _) = load_recipe(recipe, overrides)
+    assert _harness("run", str(recipe), *overrides, *SLURM_OVERRIDES).returncode == 0
+    _wait_until(lambda: len(read_metrics(run.folder)) >= 2, 120, "2 epochs in")
+    job = run_states([run.folder])[0].job.split()[1]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # as a preemption would
+    _wait_until(lambda: (run.folder / "result.json").exists(), 150, "done after the requeue")
+    assert (
+        subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True)
+        .stdout.split()
+        .count("REQUEUED")
+        >= 1
+    )
+    reference = tmp_path / "inline-runs"
+    assert (
+        _harness("run", str(recipe), *overrides, "launcher=inline", f"runs_root={reference}").returncode == 0
+    )
+    resumed, uninterrupted = read_metrics(run.folder), read_metrics(reference / "tiny" / run.uid)
+    assert [m["epoch"] for m in resumed] == [1, 2, 3, 4, 5, 6]
+    keys = ("train_loss", "val_top1", "val_top5")
+    assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in uninterrupted]

@@ -1,0 +1,163 @@
+"""What each run is doing: submitted.json and the scheduler's word, failures of each rank, never two
+trainers on one run, and no local job left training when `harness run` is terminated."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.lifecycle import _state, process_alive, run_states
+from harness.recipe import load_recipe
+from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _submit(folder: Path, launcher: str, job_id: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"launcher": launcher, "job_id": job_id, "host": socket.gethostname(), "stderr": "/logs/x.err"}
+    (folder / "submitted.json").write_text(json.dumps(record))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_local_jobs_are_running_while_their_process_lives(tmp_path):
+    _submit(tmp_path / "alive", "local", str(os.getpid()))
+    _submit(tmp_path / "dead", "local", str(_dead_pid()))
+    alive, dead, never = run_states([tmp_path / "alive", tmp_path / "dead", tmp_path / "never"])
+    assert alive.state == "running" and alive.live and alive.logs == "/logs/x.err"
+    assert dead.state == "failed" and "without a result" in dead.detail and not dead.live
+    assert never.state == "not submitted"
+
+
+@pytest.mark.parametrize(
+    ("slurm_state", "checkpoint", "expected"),
+    [
+        ("PENDING", False, "pending"),
+        ("PENDING", True, "requeued"),
+        ("REQUEUED", True, "requeued"),
+        ("RUNNING", False, "running"),
+        ("OUT_OF_MEMORY", False, "failed"),
+        ("NODE_FAIL", True, "failed"),
+        ("TIMEOUT", True, "failed"),
+        ("CANCELLED", False, "failed"),
+        ("COMPLETED", False, "failed"),  # the job ended, yet the run has no result
+    ],
+)
+def test_slurm_states_map_to_run_states_with_slurms_reason(tmp_path, slurm_state, checkpoint, expected):
+    _submit(tmp_path, "slurm", "77_3")
+    if checkpoint:
+        (tmp_path / "checkpoint.pt").write_bytes(b"")
+    state = _state(tmp_path, json.loads((tmp_path / "submitted.json").read_text()), {"77_3": slurm_state})
+    assert state.state == expected and state.job == "slurm 77_3"
+    if expected in ("failed", "pending", "requeued"):
+        assert slurm_state in state.detail
+
+
+def test_the_first_rank_to_fail_is_the_reason(tmp_path):
+    (tmp_path / "failure.json").write_text(json.dumps({"rank": 0, "time": 20.0, "reason": "NCCL timeout"}))
+    (tmp_path / "failure-rank3.json").write_text(
+        json.dumps({"rank": 3, "time": 10.0, "reason": "OOM in step"})
+    )
+    (state,) = run_states([tmp_path])
+    assert (state.state, state.detail) == ("failed", "rank 3: OOM in step")
+
+
+def test_live_runs_are_not_launched_again_and_force_needs_cancel(tmp_path, capsys):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    _, runs = load_recipe(recipe, TINY_OVERRIDES)
+    sleepers = [subprocess.Popen(["sleep", "60"]) for _ in runs]
+    for run, sleeper in zip(runs, sleepers, strict=True):
+        _submit(run.folder, "local", str(sleeper.pid))
+    argv = ["run", str(recipe), *TINY_OVERRIDES, "launcher=inline"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("not launched again") == 2 and "already done or live" in out
+    assert main([*argv, "--force"]) == 2
+    assert "add --cancel" in capsys.readouterr().err
+    assert all(s.poll() is None for s in sleepers)  # nothing was stopped, nothing deleted
+    assert all((run.folder / "submitted.json").exists() for run in runs)
+    assert main([*argv, "--force", "--cancel"]) == 0
+    assert capsys.readouterr().out.count("cancelled local") == 2
+    for sleeper in sleepers:
+        assert sleeper.wait(timeout=10) == -signal.SIGINT
+    assert [s.state for s in run_states([run.folder for run in runs])] == ["done", "done"]
+
+
+def test_terminating_harness_run_stops_its_local_job(tmp_path):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    _, runs = load_recipe(recipe, [*TINY_OVERRIDES, "epochs=200"])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    argv = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        str(recipe),
+        *TINY_OVERRIDES,
+        "epochs=200",
+        "launcher=local",
+    ]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    submitted = runs[0].folder / "submitted.json"
+    deadline = time.monotonic() + 60
+    while not submitted.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the local job was never submitted"
+        time.sleep(0.2)
+    controller = int(json.loads(submitted.read_text())["job_id"])
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while process_alive(controller):
+        assert time.monotonic() < deadline, "the local job trains on after `harness run` was terminated"
+        time.sleep(0.2)
+    (state,) = run_states([runs[0].folder])
+    assert state.state == "failed" and not state.live
+
+
+def test_a_second_trainer_does_not_start_and_a_stale_lock_is_taken_over(tmp_path):
+    from omegaconf import OmegaConf
+
+    from harness.lifecycle import LOCK, RunLocked, trainer_lock
+    from harness.train import train_run
+
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    _, runs = load_recipe(recipe, [*TINY_OVERRIDES, "epochs=1"])
+    run = runs[0]
+    config = OmegaConf.to_container(run.config)
+    with trainer_lock(run.folder, "4242", "local"):  # a live trainer: this process
+        before = sorted(p.name for p in run.folder.iterdir())
+        with pytest.raises(RunLocked, match="4242"):
+            train_run(config, run.uid)
+        assert sorted(p.name for p in run.folder.iterdir()) == before == [LOCK]
+    assert not (run.folder / LOCK).exists()  # released
+    stale = {"job_id": "999", "launcher": "local", "host": socket.gethostname(), "pid": _dead_pid()}
+    (run.folder / LOCK).write_text(json.dumps(stale))
+    assert train_run(config, run.uid)["final_top1"] >= 0  # the dead holder's lock is taken over
+    assert not (run.folder / LOCK).exists()
+
+
+def test_an_inline_run_lives_while_its_trainer_holds_the_lock(tmp_path):
+    from harness.lifecycle import LOCK
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "heartbeat").write_text("{}")  # fresh, yet its trainer was killed
+    holder = {"job_id": "inline", "launcher": "inline", "host": socket.gethostname(), "pid": os.getpid()}
+    (folder / LOCK).write_text(json.dumps(holder))
+    assert run_states([folder])[0].state == "running"
+    (folder / LOCK).write_text(json.dumps({**holder, "pid": _dead_pid()}))
+    (folder / "checkpoint.pt").write_bytes(b"")
+    (state,) = run_states([folder])
+    assert state.state == "interrupted" and not state.live
