@@ -104,7 +104,8 @@ def dry_run_summary(runs: list["ResolvedRun"]) -> str:
 def _load(args: argparse.Namespace):
     from harness.recipe import load_recipe
 
-    return load_recipe(args.recipe, args.overrides, multirun=args.multirun)
+    flags = ["train.allow_code_change=true"] if getattr(args, "allow_code_change", False) else []
+    return load_recipe(args.recipe, [*args.overrides, *flags], multirun=args.multirun)
 
 
 def _sweeps(run: "ResolvedRun") -> str:
@@ -183,20 +184,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
     from harness.lifecycle import run_states
 
     recipe, runs = _load(args)
     if args.cfg:
         print_configs(runs)
         return 0
-    print(f"{recipe.title} [{recipe.scale} scale]")
-    print(f"run store: {', '.join(sorted({str(Path(r.config.runs_root) / r.table) for r in runs}))}")
-    states = run_states([r.folder for r in runs])
-    print(run_table(runs, states, with_estimate=False))
-    for run, state in zip(runs, states, strict=True):
-        if state.logs and state.state != "done":
-            print(f"{run.uid} {state.state}: logs in {state.logs}")
-    return 0
+    while True:  # once, or with --watch until no run is pending, running or requeued
+        states = run_states([r.folder for r in runs])
+        if args.watch and sys.stdout.isatty():
+            print("\033[2J\033[H", end="")  # clear the screen: the table is redrawn in place
+        print(f"{recipe.title} [{recipe.scale} scale]")
+        print(f"run store: {', '.join(sorted({str(Path(r.config.runs_root) / r.table) for r in runs}))}")
+        print(run_table(runs, states, with_estimate=False))
+        for run, state in zip(runs, states, strict=True):
+            if state.logs and state.state != "done":
+                print(f"{run.uid} {state.state}: logs in {state.logs}")
+        live = sum(state.live for state in states)
+        if not args.watch or not live:
+            return 0
+        print(f"{live} run(s) live; refreshing every {args.every:g} s (Ctrl-C stops watching)", flush=True)
+        try:
+            time.sleep(args.every)
+        except KeyboardInterrupt:
+            return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -259,9 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--cancel", action="store_true", help="with --force: cancel the live jobs of those runs first"
     )
+    run.add_argument(
+        "--allow-code-change",
+        action="store_true",
+        help="resume runs that started on another commit (train.allow_code_change=true)",
+    )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="per run: done, running, failed (with the reason) or pending")
     _recipe_arguments(status)
+    status.add_argument("--watch", action="store_true", help="refresh until no run is pending or running")
+    status.add_argument("--every", type=float, default=10.0, help="seconds between refreshes (default 10)")
     status.set_defaults(func=cmd_status)
     report = sub.add_parser("report", help="Markdown and HTML reports: ours beside the paper's numbers")
     report.add_argument("recipe", nargs="?")

@@ -2,8 +2,11 @@
 or inline in this process (debugging, tests)."""
 
 import contextlib
+import os
 import shutil
 import signal
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from omegaconf import OmegaConf
 from submitit.slurm.slurm import _make_sbatch_string
 
 from harness.lifecycle import record_submission
+from harness.progress import TableProgress
+from harness.provenance import REPO
 from harness.recipe import ResolvedRun
 from harness.train import train_run
 
@@ -133,6 +138,19 @@ def _interrupted_by_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _code_snapshot(run: ResolvedRun) -> Iterator[None]:
+    """With `launcher.snapshot`, jobs are submitted from a copy of the code taken now (submitit's
+    RsyncSnapshot: the commit plus the working tree's tracked files), so a job that waits in the queue, or
+    is requeued after a `git pull`, runs the code it was submitted with."""
+    if not run.config.launcher.snapshot:
+        yield
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    with submitit.helpers.RsyncSnapshot(Path(run.config.runs_root) / "_snapshots" / stamp, root_dir=REPO):
+        yield
+
+
 def _outcome(run: ResolvedRun, wait: Callable[[], dict], log: Callable[[str], None]) -> bool:
     """Wait for one run trained on this machine; False if it failed."""
     try:
@@ -167,17 +185,23 @@ def launch(
     `after` maps a run's uid to the Slurm jobs it must wait for (`afterok`: if one fails, the run's job is
     cancelled). Each submitted run's folder gets `submitted.json` (the job and its logs)."""
     failed = 0
-    for run in runs:
-        kind = launcher_name(run)
-        if kind == "inline":
-            failed += not _outcome(run, lambda run=run: TrainJob()(_as_dict(run), run.uid), log)
-        elif kind == "local":
-            failed += not _run_locally(run, log)
+    here = [run for run in runs if launcher_name(run) in ("inline", "local")]
+    show = bool(here) and here[0].config.train.progress and sys.stderr.isatty()
+    with TableProgress(len(here), log, enabled=show) as progress:
+        for run in here:
+            progress.start(run.folder, f"{run.uid} ({','.join(run.rows)})")
+            if launcher_name(run) == "inline":
+                train = lambda run=run: TrainJob()(_as_dict(run), run.uid)
+                failed += not _outcome(run, train, progress.write)
+            else:
+                failed += not _run_locally(run, progress.write)
+            progress.finish()
     after = after or {}
     for group in slurm_arrays([r for r in runs if launcher_name(r) == "slurm"], after):
-        jobs = _executor("slurm", group[0], after.get(group[0].uid, ())).map_array(
-            TrainJob(), [_as_dict(r) for r in group], [r.uid for r in group]
-        )
+        with _code_snapshot(group[0]):
+            jobs = _executor("slurm", group[0], after.get(group[0].uid, ())).map_array(
+                TrainJob(), [_as_dict(r) for r in group], [r.uid for r in group]
+            )
         for run, job in zip(group, jobs, strict=True):
             record_submission(run.folder, "slurm", job)
             log(f"{run.uid} ({','.join(run.rows)}) submitted to Slurm as job {job.job_id}")

@@ -91,7 +91,12 @@ def _local_alive(submission: dict[str, Any]) -> bool:
 
 
 def _epochs(folder: Path) -> str:
-    return f"{len(read_metrics(folder))} epoch(s) done"
+    """Epochs logged, and where the trainer is in the next one (from its heartbeat)."""
+    done = f"{len(read_metrics(folder))} epoch(s) done"
+    beat = read_json(folder / "heartbeat") or {}
+    if beat.get("steps") and beat.get("epoch", 0) > len(read_metrics(folder)):
+        return f"{done}, epoch {beat['epoch']} step {beat['step']}/{beat['steps']}"
+    return done
 
 
 def run_states(folders: list[Path]) -> list[RunState]:

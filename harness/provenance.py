@@ -1,8 +1,11 @@
-"""Where a number came from: code version, packages, machine, world size."""
+"""Where a number came from: code version, packages, machine, world size; recorded at every start and
+resume of a run (`provenance.jsonl`), so that a run resumed on other code is refused, not silently mixed."""
 
+import json
 import platform
 import socket
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -27,11 +30,51 @@ def _version(package: str) -> str | None:
         return None
 
 
-def provenance(world_size: int, seed: int, recipe_file: str, recipe_sha256: str) -> dict:
+LOG = "provenance.jsonl"
+
+
+class CodeChanged(RuntimeError):
+    """A run would resume on a commit other than the one it started on."""
+
+
+def code_version() -> dict:
+    """The commit and dirty flag of the code this process runs, and the folder it lies in (a code
+    snapshot is a shallow clone of the commit with the working tree's tracked files copied over)."""
     status = _git("status", "--porcelain")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
+        "code_dir": str(REPO),
+    }
+
+
+def record_start(folder: Path, job_id: str, epoch: int, allow_code_change: bool) -> None:
+    """Append this start (epoch 0) or resume to the run's provenance log; refuse a resume on another
+    commit than the run's first start unless `allow_code_change`."""
+    log = folder / LOG
+    first = json.loads(log.read_text().splitlines()[0]) if log.exists() and log.read_text().strip() else None
+    entry = {
+        "time": time.time(),
+        "event": "resume" if epoch else "start",
+        "epoch": epoch,
+        "job_id": job_id,
+        "host": socket.gethostname(),
+        **code_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+    started, now = (first or {}).get("git_commit"), entry["git_commit"]
+    if epoch and started and now and started != now and not allow_code_change:
+        raise CodeChanged(
+            f"the run started on commit {started[:12]} and would resume at epoch {epoch} on {now[:12]}: "
+            "resume with --allow-code-change (train.allow_code_change=true), or train it again with --force"
+        )
+    with open(log, "a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def provenance(world_size: int, seed: int, recipe_file: str, recipe_sha256: str) -> dict:
+    return {
+        **code_version(),
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
         "host": socket.gethostname(),

@@ -76,8 +76,11 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
     return read_metrics_checked(folder)[0]
 
 
-def touch_heartbeat(folder: Path, job_id: str) -> None:
-    atomic_write_json(folder / "heartbeat", {"time": time.time(), "job_id": job_id, "pid": os.getpid()})
+def touch_heartbeat(folder: Path, job_id: str, **progress: float) -> None:
+    """Alive, and where: epoch, epochs, step, steps (of this epoch) and images_per_s while training."""
+    atomic_write_json(
+        folder / "heartbeat", {"time": time.time(), "job_id": job_id, "pid": os.getpid(), **progress}
+    )
 
 
 @dataclass

@@ -11,7 +11,6 @@ import math
 import os
 import random
 import socket
-import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ import sar
 from harness import distributed
 from harness.data import SyntheticConfig, build_dataset, dataset_spec
 from harness.lifecycle import RunLocked, trainer_lock
-from harness.provenance import provenance
+from harness.provenance import provenance, record_start
 from harness.results import (
     append_metrics,
     atomic_write_json,
@@ -256,13 +255,18 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _progress(loader, cfg: DictConfig, world: distributed.World, epoch: int):
-    if not (cfg.train.progress and world.is_main and sys.stderr.isatty()):
-        return loader
-    from tqdm import tqdm
+class _Heartbeat:
+    """Says the trainer is alive, and where it is, at most every `every_s` seconds during an epoch."""
 
-    desc = f"{cfg.table}/{cfg.row} epoch {epoch}/{cfg.epochs}"
-    return tqdm(loader, desc=desc, unit="img", unit_scale=loader.batch_size * world.size, leave=False)
+    def __init__(self, folder: Path, job_id: str, every_s: float) -> None:
+        self.folder, self.job_id, self.every_s, self.last = folder, job_id, every_s, time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.every_s
+
+    def __call__(self, **progress: float) -> None:
+        self.last = time.monotonic()
+        touch_heartbeat(self.folder, self.job_id, **progress)
 
 
 def train_one_epoch(
@@ -272,7 +276,7 @@ def train_one_epoch(
     device = world.device
     totals = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "steps": 0, "skipped": 0, "images": 0}
     start = time.perf_counter()
-    for images, targets in _progress(loader, cfg, world, epoch):
+    for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         if mixup_fn is not None:
             images, targets = mixup_fn(images, targets)
@@ -302,8 +306,11 @@ def train_one_epoch(
         totals["aux"] += aux.item()
         totals["steps"] += 1
         totals["images"] += images.shape[0]
-        if world.is_main and totals["steps"] % cfg.train.heartbeat_every_steps == 0:
-            heartbeat()
+        if world.is_main and heartbeat.due():
+            rate = totals["images"] * world.size / (time.perf_counter() - start)
+            heartbeat(
+                epoch=epoch, epochs=cfg.epochs, step=totals["steps"], steps=len(loader), images_per_s=rate
+            )
     seconds = time.perf_counter() - start
     loss_sum, ce_sum, aux_sum, steps, images_seen, skipped = distributed.all_sum(
         [totals["loss"], totals["ce"], totals["aux"], totals["steps"], totals["images"], totals["skipped"]],
@@ -423,8 +430,14 @@ def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) ->
     state = {"nonfinite_in_a_row": 0, "wall_time_s": 0.0}
     start_epoch = 0
     checkpoint_path = folder / CHECKPOINT
-    if checkpoint_path.exists():
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    ckpt = (
+        torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if checkpoint_path.exists()
+        else None
+    )
+    if world.is_main:  # before the checkpoint is used: a resume on other code is refused
+        record_start(folder, world.job_id, ckpt["epoch"] if ckpt else 0, cfg.train.allow_code_change)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -434,6 +447,7 @@ def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) ->
         if world.is_main:
             rewrite_metrics(folder, records)  # drop any line logged after this checkpoint
 
+    heartbeat = _Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     for epoch in range(start_epoch, cfg.epochs):
         begin = time.perf_counter()
         scheduler.step(epoch)
@@ -448,7 +462,7 @@ def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) ->
             world,
             epoch + 1,
             state,
-            heartbeat=lambda: touch_heartbeat(folder, world.job_id),
+            heartbeat=heartbeat,
         )
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:
@@ -475,7 +489,13 @@ def _train(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) ->
                     "rng": rng,
                 },
             )
-            touch_heartbeat(folder, world.job_id)
+            heartbeat(
+                epoch=epoch + 1,
+                epochs=cfg.epochs,
+                step=len(train_loader),
+                steps=len(train_loader),
+                images_per_s=record["images_per_s"],
+            )
     result = _result(cfg, uid, records, state, world)
     if world.is_main:
         atomic_write_json(folder / "result.json", result)

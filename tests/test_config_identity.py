@@ -42,7 +42,7 @@ def test_what_the_issue_names_is_not_identity():
         "table",
         "launcher",
         "resources",
-        "train.heartbeat_every_steps",
+        "train.heartbeat_every_s",
         "train.progress",
         "train.max_nonfinite_steps",
         "data.root",

@@ -124,6 +124,7 @@ def test_terminating_harness_run_stops_its_local_job(tmp_path):
         time.sleep(0.2)
     (state,) = run_states([runs[0].folder])
     assert state.state == "failed" and not state.live
+    assert not list(Path(runs[0].config.launcher.folder).rglob("%j"))  # no folder named after a placeholder
 
 
 def test_a_second_trainer_does_not_start_and_a_stale_lock_is_taken_over(tmp_path):
@@ -161,3 +162,30 @@ def test_an_inline_run_lives_while_its_trainer_holds_the_lock(tmp_path):
     (folder / "checkpoint.pt").write_bytes(b"")
     (state,) = run_states([folder])
     assert state.state == "interrupted" and not state.live
+
+
+def test_provenance_at_every_start_and_a_resume_on_other_code_refused(tmp_path, capsys):
+    from harness.provenance import LOG
+
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    argv = ["run", str(recipe), *TINY_OVERRIDES, "epochs=2", "seeds=[5]", "launcher=inline"]
+    assert main(argv) == 0
+    run = load_recipe(recipe, [*TINY_OVERRIDES, "epochs=2", "seeds=[5]"])[1][0]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    (start,) = [json.loads(line) for line in (run.folder / LOG).read_text().splitlines()]
+    assert start["event"] == "start" and start["git_commit"] == head and start["packages"]["torch"]
+    (run.folder / "result.json").unlink()  # as if killed after its last checkpoint
+    assert main(argv) == 0
+    events = [json.loads(line) for line in (run.folder / LOG).read_text().splitlines()]
+    assert [(e["event"], e["epoch"]) for e in events] == [("start", 0), ("resume", 2)]
+    (run.folder / LOG).write_text(json.dumps({**start, "git_commit": "f" * 40}) + "\n")
+    (run.folder / "result.json").unlink()
+    assert main(argv) == 1
+    (state,) = run_states([run.folder])
+    assert state.state == "failed" and "started on commit ffffffffffff" in state.detail
+    assert "--allow-code-change" in state.detail
+    assert main([*argv, "--allow-code-change"]) == 0
+    assert run_states([run.folder])[0].state == "done"
+    capsys.readouterr()

@@ -253,3 +253,20 @@ def test_usr2_mid_run_requeues_and_ends_with_the_same_metrics(tmp_path):
     assert [m["epoch"] for m in resumed] == [1, 2, 3, 4, 5, 6]
     keys = ("train_loss", "val_top1", "val_top5")
     assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in uninterrupted]
+
+
+def test_a_snapshot_job_runs_the_code_it_was_submitted_with(tmp_path):
+    from harness.provenance import LOG
+
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    overrides = [*TINY_OVERRIDES, *SLURM_OVERRIDES, "epochs=1", "launcher.snapshot=true"]
+    assert _harness("run", str(recipe), *overrides).returncode == 0
+    _wait_until(lambda: all(s.state == "done" for s in _states(recipe, overrides).values()), 120, "done")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    for folder in (tmp_path / "runs" / "tiny").iterdir():
+        (start,) = [json.loads(line) for line in (folder / LOG).read_text().splitlines()]
+        assert (
+            Path(start["code_dir"]).parent == tmp_path / "runs" / "_snapshots" and start["git_commit"] == head
+        )

@@ -132,6 +132,7 @@ class Launcher:
     max_num_timeout: int = incidental(30)  # requeues after time-outs before the run fails (DeiT: 30)
     additional: dict[str, Any] = incidental(factory=dict)  # other sbatch options, e.g. {mail_type: END}
     array_parallelism: int = incidental(64)
+    snapshot: bool = incidental(False)  # Slurm jobs run a copy of the code taken at submission
     folder: str | None = incidental(None)  # submitit's job folders; default: <runs_root>/_submitit
 
 
@@ -148,8 +149,9 @@ class Paper:
 class Train:
     max_nonfinite_steps: int = incidental(10)  # consecutive non-finite losses before the run fails
     eval_every: int = computed(1)  # decides which epochs are evaluated, hence the best top-1
-    heartbeat_every_steps: int = incidental(50)  # how often a worker says it is alive (`status`: running)
+    heartbeat_every_s: float = incidental(2.0)  # how often a worker says where it is (progress, `status`)
     progress: bool = incidental(True)
+    allow_code_change: bool = incidental(False)  # resume on another commit than the run started on
 
 
 @dataclass
