@@ -13,10 +13,10 @@ import timm
 import torch
 from omegaconf import OmegaConf
 
+from harness.eval import keep_mass
 from harness.recipe import load_recipe
 from harness.report import format
 from harness.report.aggregate import scorecard
-from harness.report.attention import keep_mass
 from harness.report.render import render_index, render_table
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 

@@ -13,23 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from timm.data import create_transform
 
 from harness.data import DatasetNotFoundError, SyntheticConfig, build_dataset, dataset_spec
+from harness.eval import keep_mass
 from harness.recipe import ResolvedRun
 from harness.report.figures import plt, save
 
-KEEP_MASS = 0.6
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
-
-
-def keep_mass(attention: np.ndarray, mass: float = KEEP_MASS) -> np.ndarray:
-    """The smallest set of patches holding `mass` of each map's attention (maps on the last two axes)."""
-    flat = attention.reshape(*attention.shape[:-2], -1)
-    order = np.argsort(-flat, axis=-1, kind="stable")
-    cumulative = np.cumsum(np.take_along_axis(flat, order, axis=-1), axis=-1)
-    keep_sorted = cumulative - np.take_along_axis(flat, order, axis=-1) < mass * cumulative[..., -1:]
-    keep = np.zeros_like(keep_sorted)
-    np.put_along_axis(keep, order, keep_sorted, axis=-1)
-    return keep.reshape(attention.shape)
 
 
 def _model(config: DictConfig, checkpoint: Path) -> torch.nn.Module:

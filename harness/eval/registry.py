@@ -1,0 +1,61 @@
+"""The metrics the harness reports: a name, which way is better, what it is and its unit. No framework: a
+frozen dataclass and a dict."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    direction: Direction
+    description: str
+    unit: str
+
+    def __post_init__(self):
+        if self.direction not in ("higher", "lower"):
+            raise ValueError(
+                f"metric {self.name!r}: direction must be 'higher' or 'lower', not {self.direction!r}"
+            )
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether `a` is strictly better than `b`."""
+        return a > b if self.direction == "higher" else a < b
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("top1", "higher", "top-1 accuracy (topk_accuracy)", "%"),
+        Metric("top5", "higher", "top-5 accuracy (topk_accuracy)", "%"),
+        Metric(
+            "imagenet_a_top1",
+            "higher",
+            "ImageNet-A top-1 accuracy over the 200 ImageNet-A classes' logits (imagenet_a_accuracy, Tab. 5)",
+            "%",
+        ),
+        Metric(
+            "mce",
+            "lower",
+            "ImageNet-C mean corruption error over the 15 corruptions, each normalised by AlexNet's "
+            "(mce, Tab. 5)",
+            "%",
+        ),
+        Metric(
+            "mean_corruption_error",
+            "lower",
+            "ImageNet-C error averaged over the corruptions and severities, not normalised "
+            "(mean_corruption_error)",
+            "%",
+        ),
+        Metric(
+            "jaccard",
+            "higher",
+            "PASCAL VOC-12 Jaccard of the 60%-mass last-block [CLS] attention, best head per class, "
+            "mean over the images (best_head_jaccard; Tabs. 6 and 9b print it x100)",
+            "fraction",
+        ),
+    )
+}
