@@ -9,6 +9,7 @@ refuses it unless `--cancel` is given.
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -62,7 +63,7 @@ def read_submission(folder: Path) -> dict[str, Any] | None:
 
 def _slurm_states(job_ids: list[str]) -> dict[str, str]:
     """Slurm's state of each job, from one sacct call (submitit's watcher asks for all registered jobs)."""
-    if not job_ids:
+    if not job_ids or shutil.which("sacct") is None:  # no scheduler here to ask: the states stay UNKNOWN
         return {}
     jobs = [submitit.SlurmJob(folder=Path("."), job_id=job_id) for job_id in job_ids]
     jobs[0].watcher.update()

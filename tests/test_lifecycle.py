@@ -189,3 +189,12 @@ def test_provenance_at_every_start_and_a_resume_on_other_code_refused(tmp_path, 
     assert main([*argv, "--allow-code-change"]) == 0
     assert run_states([run.folder])[0].state == "done"
     capsys.readouterr()
+
+
+def test_without_a_scheduler_to_ask_slurm_jobs_stay_unknown(tmp_path, monkeypatch):
+    import harness.lifecycle
+
+    monkeypatch.setattr(harness.lifecycle.shutil, "which", lambda name: None)
+    _submit(tmp_path, "slurm", "123")
+    (state,) = run_states([tmp_path])
+    assert (state.state, state.detail) == ("pending", "Slurm: UNKNOWN")
