@@ -24,7 +24,7 @@ from harness.config import RecipeError, runs_root
 from harness.config.compose import compose_recipe
 from harness.config.overrides import Setting, apply, parse
 from harness.config.schema import Run, identity_of
-from harness.data import DATASETS
+from harness.data import DATASETS, EVALUATION_ONLY
 from sar.models import LAST_BLOCKS, LOCAL_KWARGS, MODEL_NAMES
 
 SCALES = ("paper", "local")
@@ -92,7 +92,12 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
             "a registered model, e.g. " + ", ".join(MODEL_NAMES),
         ),
         (run["last_block"] in LAST_BLOCKS, "last_block", run["last_block"], " | ".join(LAST_BLOCKS)),
-        (data["dataset"] in DATASETS, "data.dataset", data["dataset"], "one of " + ", ".join(DATASETS)),
+        (
+            data["dataset"] in set(DATASETS) - EVALUATION_ONLY,
+            "data.dataset",
+            data["dataset"],
+            "a dataset to train on: one of " + ", ".join(sorted(set(DATASETS) - EVALUATION_ONLY)),
+        ),
         (loss["variant"] in LOSS_VARIANTS, "loss.variant", loss["variant"], " | ".join(LOSS_VARIANTS)),
         (loss["weight"] >= 0, "loss.weight", loss["weight"], "a weight >= 0"),
         (run["epochs"] >= 1, "epochs", run["epochs"], "at least 1"),

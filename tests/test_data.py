@@ -66,7 +66,19 @@ def test_imagenet100_class_list() -> None:
 
 
 def test_registry_entries() -> None:
-    assert set(DATASETS) == {"imagenet1k", "imagenet100", "synthetic"}
+    assert set(DATASETS) == {
+        "imagenet1k",
+        "imagenet100",
+        "synthetic",
+        "cifar10",
+        "cifar100",
+        "flowers102",
+    } | {
+        "pets",
+        "imagenet_a",
+        "imagenet_c",
+        "voc2012",
+    }
     assert [dataset_spec(n).num_classes for n in ("imagenet1k", "imagenet100", "synthetic")] == [
         1000,
         100,

@@ -125,6 +125,7 @@ BAD_OVERRIDES = [
     (["+new.key=1"], ["override '+new.key=1'", "unknown key 'new.key'"]),
     (["++model_kwargs.depth=-3"], ["override '++model_kwargs.depth=-3'", "model_kwargs", "cannot be built"]),
     (["epochs=null"], ["override 'epochs=null'", "epochs"]),
+    (["data.dataset=imagenet_a"], ["override 'data.dataset=imagenet_a'", "a dataset to train on"]),
     (["hydra.run.dir=x"], ["hydra.run.dir", "not settings of the harness"]),
     (["model=resnet_huge"], ["override 'model=resnet_huge'", "model", "a registered model"]),
 ]

@@ -1,5 +1,10 @@
 """The dataset registry: which datasets the harness knows, where each is expected on disk, and loaders that
-fail early with a message saying what to fix, since nothing can be downloaded for the user."""
+fail early with a message saying what to fix, since nothing can be downloaded for the user.
+
+Splits are "train" and "val". For the transfer sets "val" is the official test split that Tab. 4 reports
+on (CIFAR test batches, Flowers tstid, Pets test.txt); imagenet_a, imagenet_c and voc2012 are evaluation
+only and have "val" alone. The readers of the transfer and robustness sets are in `harness.data.transfer`.
+"""
 
 import math
 import os
@@ -14,6 +19,7 @@ import numpy as np
 import torch.utils.data
 from torchvision.datasets import ImageFolder
 
+from harness.data import transfer
 from harness.data.synthetic import SyntheticConfig, SyntheticShapes, check_split
 
 Transform = Callable[[Any], Any]
@@ -59,6 +65,98 @@ DATASETS: dict[str, DatasetSpec] = {
         "Procedural shapes on clutter, generated in memory (no download); the stand-in at scale=local",
         "",
     ),
+    "cifar10": DatasetSpec(
+        "cifar10",
+        10,
+        "CIFAR-10 (Tab. 4): 50k train / 10k test (val) images of 32 px",
+        "<root>/cifar-10-batches-py/{data_batch_1..data_batch_5, test_batch, batches.meta} (torchvision's "
+        "python-batch pickles: dicts with 'data' uint8 [N, 3072] and 'labels')",
+    ),
+    "cifar100": DatasetSpec(
+        "cifar100",
+        100,
+        "CIFAR-100 (Tab. 4), fine labels: 50k train / 10k test (val) images of 32 px",
+        "<root>/cifar-100-python/{train, test, meta} (torchvision's python-batch pickles: dicts with 'data' "
+        "uint8 [N, 3072] and 'fine_labels')",
+    ),
+    "flowers102": DatasetSpec(
+        "flowers102",
+        102,
+        "Oxford Flowers102 (Tab. 4): train = trnid + valid (2,040), val = tstid (6,149), as SAR's code",
+        "<root>/flowers-102/{jpg/image_00001.jpg ..., imagelabels.mat, setid.mat} (torchvision's layout; "
+        "labels 1..102 in imagelabels.mat, the trnid/valid/tstid lists in setid.mat)",
+    ),
+    "pets": DatasetSpec(
+        "pets",
+        37,
+        "Oxford-IIIT Pets (Tab. 4), 37 breeds: trainval (3,680) / test (3,669) as val",
+        "<root>/oxford-iiit-pet/{images/*.jpg, annotations/trainval.txt, annotations/test.txt} "
+        "(torchvision's layout; list lines '<image id> <class 1..37> <species> <breed id>')",
+    ),
+    "imagenet_a": DatasetSpec(
+        "imagenet_a",
+        200,
+        "ImageNet-A (Tab. 5), evaluation only: 7,500 images of 200 ImageNet classes, in timm's list order",
+        "<root>/<wnid>/*.jpg, one folder for each of the 200 ImageNet-A classes (<root> is the extracted "
+        "imagenet-a folder)",
+    ),
+    "imagenet_c": DatasetSpec(
+        "imagenet_c",
+        1000,
+        "ImageNet-C (Tab. 5), evaluation only: 15 corruptions x severities 1..5, 50k images of 224 px each; "
+        "build one with corruption= and severity=",
+        "<root>/<corruption>/<severity 1..5>/<wnid>/*.JPEG for the 15 corruptions "
+        f"({', '.join(transfer.IMAGENET_C_CORRUPTIONS)}), with the 1000 ImageNet class folders in each",
+    ),
+    "voc2012": DatasetSpec(
+        "voc2012",
+        len(transfer.VOC_CLASSES),
+        "PASCAL VOC 2012 segmentation val (Tabs. 6, 9b), evaluation only: 1,449 images with label maps "
+        "(0 background, 1..20 classes, 255 void)",
+        "<root>/VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, "
+        "ImageSets/Segmentation/val.txt}",
+    ),
+}
+
+# Datasets with a "val" split only: they are never trained on.
+EVALUATION_ONLY = frozenset({"imagenet_a", "imagenet_c", "voc2012"})
+
+# What `<config key>=` should point at, for the error messages.
+_ROOT_HINTS = {
+    "imagenet1k": "/path/to/imagenet",
+    "imagenet100": "/path/to/imagenet",
+    "cifar10": "/path/to/the/folder/holding/cifar-10-batches-py",
+    "cifar100": "/path/to/the/folder/holding/cifar-100-python",
+    "flowers102": "/path/to/the/folder/holding/flowers-102",
+    "pets": "/path/to/the/folder/holding/oxford-iiit-pet",
+    "imagenet_a": "/path/to/imagenet-a",
+    "imagenet_c": "/path/to/imagenet-c",
+    "voc2012": "/path/to/the/folder/holding/VOCdevkit",
+}
+
+# The official size of each split; a different count is warned about (a partly extracted archive).
+_OFFICIAL_SIZES = {
+    ("cifar10", "train"): 50_000,
+    ("cifar10", "val"): 10_000,
+    ("cifar100", "train"): 50_000,
+    ("cifar100", "val"): 10_000,
+    ("flowers102", "train"): 2_040,
+    ("flowers102", "val"): 6_149,
+    ("pets", "train"): 3_680,
+    ("pets", "val"): 3_669,
+    ("imagenet_a", "val"): 7_500,
+    ("imagenet_c", "val"): 50_000,
+    ("voc2012", "val"): 1_449,
+}
+
+_LAYOUT_CHECKS: dict[str, Callable[[Path], None]] = {
+    "cifar10": lambda root: transfer.check_cifar("cifar10", root),
+    "cifar100": lambda root: transfer.check_cifar("cifar100", root),
+    "flowers102": transfer.check_flowers,
+    "pets": transfer.check_pets,
+    "imagenet_a": transfer.check_imagenet_a,
+    "imagenet_c": transfer.check_imagenet_c,
+    "voc2012": transfer.check_voc,
 }
 
 
@@ -74,33 +172,37 @@ def _not_found(name: str, problem: str, looked_at: Path | None, config_key: str)
     where = f"Looked at: {looked_at}. " if looked_at is not None else ""
     return DatasetNotFoundError(
         f"dataset {name!r}: {problem}. Expected layout: {DATASETS[name].layout}. {where}"
-        f"Set {config_key}=/path/to/imagenet, or run at scale=local to use the built-in synthetic dataset "
-        f"instead."
+        f"Set {config_key}={_ROOT_HINTS.get(name, '/path/to/' + name)}, or run at scale=local to use the "
+        f"built-in synthetic dataset instead."
     )
-
-
-def _class_folders(directory: Path) -> set[str]:
-    with os.scandir(directory) as entries:
-        return {entry.name for entry in entries if entry.is_dir()}
 
 
 def check_available(name: str, root: str | os.PathLike[str] | None, config_key: str = "data.root") -> None:
     """Raise `DatasetNotFoundError` unless `name` can be read from `root`, before any training starts.
 
     For ImageNet layouts both splits must hold class folders; for imagenet100 all its 100 class folders
-    must be present in both. The synthetic dataset needs no files and always passes.
+    must be present in both. The synthetic dataset needs no files and always passes. The others must have
+    the files and folders of their layout (`DATASETS[name].layout`): imagenet_a all its 200 class folders,
+    imagenet_c all 15 x 5 (corruption, severity) folders, each with class folders. File contents are checked
+    when the dataset is built.
     """
     dataset_spec(name)
     if name == "synthetic":
         return
     if root is None:
         raise _not_found(name, "no dataset root was given", None, config_key)
+    if name in _LAYOUT_CHECKS:
+        try:
+            _LAYOUT_CHECKS[name](Path(root).expanduser())
+        except transfer.LayoutError as error:
+            raise _not_found(name, error.problem, error.path, config_key) from None
+        return
     folders: dict[Path, set[str]] = {}
     for split in ("train", "val"):
         directory = Path(root).expanduser() / split
         if not directory.is_dir():
             raise _not_found(name, f"the {split} split folder does not exist", directory, config_key)
-        folders[directory] = _class_folders(directory)
+        folders[directory] = transfer.class_folders(directory)
         if not folders[directory]:
             raise _not_found(name, f"the {split} split folder holds no class folders", directory, config_key)
     if name == "imagenet100":
@@ -114,17 +216,6 @@ def check_available(name: str, root: str | os.PathLike[str] | None, config_key: 
                     directory,
                     config_key,
                 )
-
-
-class _WnidFolder(ImageFolder):
-    """An ImageFolder restricted to given class folders, labelled 0.. in sorted order, ignoring the rest."""
-
-    def __init__(self, root: Path, wnids: Sequence[str], transform: Transform | None):
-        self._wnids = sorted(wnids)
-        super().__init__(root, transform=transform)
-
-    def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
-        return list(self._wnids), {wnid: i for i, wnid in enumerate(self._wnids)}
 
 
 class LabeledSubset(torch.utils.data.Subset):
@@ -158,26 +249,48 @@ def build_dataset(
     fraction: float = 1.0,
     fraction_seed: int = 0,
     synthetic: SyntheticConfig | None = None,
+    corruption: str | None = None,
+    severity: int | None = None,
+    size: int | tuple[int, int] | None = None,
 ) -> torch.utils.data.Dataset:
     """The `split` ("train" / "val") of dataset `name`, with `.targets` and `.classes`.
 
     `fraction` < 1 keeps a stratified random part of the train split only (`stratified_fraction`); val is
     always whole, so results at any fraction are measured on the same test set. `synthetic` configures the
     synthetic dataset (defaults otherwise) and is ignored for the real ones; `root` is ignored for it.
+
+    The evaluation-only sets (`EVALUATION_ONLY`) have split "val" only:
+
+    - imagenet_a: labels 0..199 in ImageNet-A's class order (`imagenet_a_wnids()`).
+    - imagenet_c: one (`corruption`, `severity` 1..5) split, e.g. `build_dataset("imagenet_c", "val", root,
+      corruption="fog", severity=3)`, labelled by ImageNet-1k index. Only that split's folder is checked
+      (`check_available` checks all 15 x 5). `transform` defaults to `imagenet_c_transform()` (to-tensor +
+      normalise) and must not resize or crop: the images are already 224 px.
+    - voc2012: items are (image, int64 [H, W] label map: 0 background, 1..20 classes, 255 void), both
+      resized to `size` (an int is a square; default 480 x 480, Tab. 6), the image bilinearly and then
+      through `transform` (default: to-tensor + normalise), the labels with nearest neighbour.
     """
     dataset_spec(name)
     check_split(split)
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if name in EVALUATION_ONLY and split != "val":
+        raise ValueError(f"dataset {name!r} is for evaluation only: it has a 'val' split only, got {split!r}")
+    if name != "imagenet_c" and (corruption is not None or severity is not None):
+        raise ValueError(f"corruption= and severity= are for imagenet_c only, not {name!r}")
+    if name != "voc2012" and size is not None:
+        raise ValueError(f"size= is for voc2012 only, not {name!r}")
     dataset: torch.utils.data.Dataset
     if name == "synthetic":
         dataset = SyntheticShapes(synthetic or SyntheticConfig(), split, transform)
+    elif name in _LAYOUT_CHECKS:
+        dataset = _build_transfer(name, split, root, transform, corruption, severity, size)
     else:
         check_available(name, root)
         directory = Path(root).expanduser() / split
         try:
             if name == "imagenet100":
-                dataset = _WnidFolder(directory, IMAGENET100_WNIDS, transform)
+                dataset = transfer.WnidFolder(directory, sorted(IMAGENET100_WNIDS), transform)
             else:
                 dataset = ImageFolder(directory, transform=transform)
         except FileNotFoundError as error:  # a class folder without a single readable image
@@ -191,4 +304,65 @@ def build_dataset(
             )
     if split == "train" and fraction < 1:
         return stratified_fraction(dataset, fraction, fraction_seed)
+    return dataset
+
+
+def _build_transfer(
+    name: str,
+    split: str,
+    root: str | os.PathLike[str] | None,
+    transform: Transform | None,
+    corruption: str | None,
+    severity: int | None,
+    size: int | tuple[int, int] | None,
+) -> torch.utils.data.Dataset:
+    """The reader of `harness.data.transfer` for `name`, its layout checked first; malformed content is
+    reported as a `DatasetNotFoundError` too."""
+    if name == "imagenet_c":
+        corruption, severity = transfer.check_imagenet_c_corruption(corruption, severity)
+        transfer.check_no_resize(transform)
+        if root is None:
+            raise _not_found(name, "no dataset root was given", None, "data.root")
+    else:
+        check_available(name, root)
+    path = Path(root).expanduser()
+    dataset: torch.utils.data.Dataset
+    try:
+        if name in ("cifar10", "cifar100"):
+            dataset = transfer.CifarBatches(name, path, split, transform)
+        elif name == "flowers102":
+            dataset = transfer.flowers102(path, split, transform)
+        elif name == "pets":
+            dataset = transfer.pets(path, split, transform)
+        elif name == "imagenet_a":
+            dataset = transfer.imagenet_a(path, transform)
+        elif name == "imagenet_c":
+            transfer.check_imagenet_c_split(path, corruption, severity)  # this split only, not all 75
+            dataset = transfer.imagenet_c(path, corruption, severity, transform)
+        else:
+            dataset = transfer.VOCSegmentationVal(
+                path, transfer.VOC_SIZE if size is None else size, transform
+            )
+        if len(dataset) == 0:
+            raise transfer.LayoutError(f"the {split} split holds no images", path)
+    except transfer.LayoutError as error:
+        raise _not_found(name, error.problem, error.path, "data.root") from None
+    except FileNotFoundError as error:  # a class folder without a single readable image
+        raise _not_found(name, str(error).strip(), path, "data.root") from error
+    where = f" ({corruption}/{severity})" if name == "imagenet_c" else ""
+    if name == "imagenet_c":
+        found = len(set(dataset.targets))
+        if found != 1000:
+            warnings.warn(
+                f"dataset {name!r}{where}: found {found} of the 1000 ImageNet class folders with images in "
+                f"{path / corruption / str(severity)}",
+                stacklevel=3,
+            )
+    official = _OFFICIAL_SIZES[name, split]
+    if len(dataset) != official:
+        warnings.warn(
+            f"dataset {name!r}{where}: the {split} split holds {len(dataset)} images, the official one "
+            f"{official}",
+            stacklevel=3,
+        )
     return dataset
