@@ -228,8 +228,10 @@ def test_bad_arguments_are_named():
         timm.create_model("sar_pvt_small", pretrained=True)
     with pytest.raises(ValueError, match="class_token"):
         timm.create_model("sar_vit_tiny_patch16_224", class_token=False)
-    with pytest.raises(ValueError, match="img_size=64"):
-        timm.create_model("sar_cvt_13")(torch.randn(1, 3, 64, 64))
+    with pytest.raises(
+        ValueError, match=r"sar_cvt_13 \(built for 224x224\) cannot take a 65x65 input.*32 px"
+    ):
+        timm.create_model("sar_cvt_13")(torch.randn(1, 3, 65, 65))
     with pytest.raises(ValueError, match="differ in length"):
         timm.create_model("sar_pvt_small", depths=(1, 1, 1))
     with pytest.raises(KeyError, match="no local-scale configuration"):

@@ -3,6 +3,10 @@
 Every model has `forward_with_similarity(x) -> (logits, S)`, `forward_features(x)` (the final tokens,
 [CLS] first), `patch_grid(tokens)` and a `last_block` option (Tab. 1b): `"standard"`, `"no_msa_skip"`,
 `"sar"` (the default: Eq. 10-11) and `"no_skips"`.
+
+Inputs need not have the build size: any multiple of `model.size_multiple` works (position embeddings
+resized to the input's token grid), S is on that input's own grid (`model.similarity_grid_for((H, W))`),
+and a size that cannot work raises a ValueError naming the model and the sizes that do.
 """
 
 from sar.models.base import SimilarityModel

@@ -9,8 +9,13 @@ BatchNorm (stride 1 for q, 2 for k and v) and then a linear layer, and scales lo
 
 Grid: the final token grid is 14x14 at 224, but the last block's keys come from a stride-2 conv, so the
 [CLS] query meets a 7x7 grid of patch keys and S is 7x7, the grid the paper reports for CvT.
+
+Other input sizes: with no position embedding the tokens simply follow the input; sizes must be multiples
+of 32 for CvT-13 (every stage's token grid and its stride-2 key/value grid divide exactly), and S is then
+the last stage's key grid, input / 32.
 """
 
+import math
 from functools import partial
 from typing import Any
 
@@ -31,6 +36,7 @@ from sar.models.layers import (
 )
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
+KV_STRIDE = 2  # the keys' and values' depthwise conv (kernel 3, padding 1)
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -68,8 +74,8 @@ class ConvAttention(FusedAttentionOutput):
         self.scale = dim**-0.5  # the full width, as in the official code
         self.with_cls = with_cls
         self.conv_proj_q = ConvProjection(dim, stride=1)
-        self.conv_proj_k = ConvProjection(dim, stride=2)
-        self.conv_proj_v = ConvProjection(dim, stride=2)
+        self.conv_proj_k = ConvProjection(dim, stride=KV_STRIDE)
+        self.conv_proj_v = ConvProjection(dim, stride=KV_STRIDE)
         self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
@@ -139,6 +145,9 @@ class ConvolutionalVisionTransformer(ClsHeadModel):
         self.stages = nn.ModuleList()
         size, chans = img_size, in_chans
         n_stages = len(depths)
+        self.embed_convs = tuple(zip(patch_sizes, patch_strides, patch_paddings, strict=True))
+        strides = [math.prod(patch_strides[: i + 1]) for i in range(n_stages)]
+        self.stride = math.lcm(*(stride * KV_STRIDE for stride in strides))
         for i in range(n_stages):
             dim, last_stage = embed_dims[i], i == n_stages - 1
             size = _conv_out(size, patch_sizes[i], patch_strides[i], patch_paddings[i])
@@ -164,15 +173,27 @@ class ConvolutionalVisionTransformer(ClsHeadModel):
             self.stages.append(blocks)
             chans = dim
         self.feature_grid = (size, size)
-        kv = _conv_out(size, 3, 2, 1)
-        self.similarity_grid = (kv, kv)
+        self.similarity_grid = self._grids(self.build_size)[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, chans))
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = LayerNorm(chans)
         self._init_head_and_weights(chans, num_classes)
 
+    @property
+    def size_multiple(self) -> Grid:
+        return (self.stride, self.stride)
+
+    def _multiple_reason(self) -> str:
+        return "so that every stage's token grid and its stride-2 key grid divide exactly"
+
+    def _grids(self, size):
+        h, w = size
+        for kernel, stride, padding in self.embed_convs:
+            h, w = _conv_out(h, kernel, stride, padding), _conv_out(w, kernel, stride, padding)
+        return (h, w), (_conv_out(h, 3, KV_STRIDE, 1), _conv_out(w, 3, KV_STRIDE, 1))
+
     def _tokens(self, x, with_similarity):
-        return self.run_stages(x, self.embeds, self.stages, [None] * len(self.stages), with_similarity)
+        return self.run_stages(x, self.embeds, self.stages, with_similarity)
 
 
 @register_model

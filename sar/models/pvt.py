@@ -5,6 +5,11 @@ LayerNorm eps 1e-5), widths 64/128/320/512, heads 1/2/5/8, MLP ratios 8/8/4/4, d
 spatial-reduction attention (keys and values from a conv with kernel = stride = 8/4/2/1, then LayerNorm eps
 1e-5); a learned position embedding per stage; the [CLS] token joins in the last stage only, whose grid is
 7x7 at 224, so S is 7x7. Blocks and the final norm use LayerNorm eps 1e-6. 24.5M parameters, 3.8 GMACs.
+
+Other input sizes (multiples of 32 for PVT-Small, where every stage's patch grid and spatial reduction
+divide exactly): each stage's position embedding is resized bilinearly to that stage's grid, as the
+official code does for detection and segmentation inputs ([CLS]'s own entry kept); S is on the last
+stage's grid (input / 32).
 """
 
 import math
@@ -12,7 +17,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
+from timm.layers import resample_abs_pos_embed, trunc_normal_
 from timm.models import register_model
 from torch import nn
 
@@ -125,8 +130,10 @@ class PyramidVisionTransformer(ClsHeadModel):
         self.pos_embeds = nn.ParameterList()
         self.stages = nn.ModuleList()
         size, chans = img_size, in_chans
+        self.stage_grids: list[Grid] = []
         for i, (patch, dim, depth) in enumerate(zip(patch_sizes, embed_dims, depths, strict=True)):
             size //= patch
+            self.stage_grids.append((size, size))
             last_stage = i == len(depths) - 1
             self.patch_embeds.append(PatchEmbed(chans, dim, patch))
             self.pos_embeds.append(nn.Parameter(torch.zeros(1, size * size + int(last_stage), dim)))
@@ -142,6 +149,9 @@ class PyramidVisionTransformer(ClsHeadModel):
             self.stages.append(blocks)
             chans = dim
         self.feature_grid = self.similarity_grid = (size, size)
+        strides = [math.prod(patch_sizes[: i + 1]) for i in range(len(patch_sizes))]
+        self.stride = math.lcm(*(stride * sr for stride, sr in zip(strides, sr_ratios, strict=True)))
+        self.patch_sizes = tuple(patch_sizes)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, chans))
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = BlockNorm(chans)
@@ -149,8 +159,33 @@ class PyramidVisionTransformer(ClsHeadModel):
         for pos in self.pos_embeds:
             trunc_normal_(pos, std=0.02)
 
+    @property
+    def size_multiple(self) -> Grid:
+        return (self.stride, self.stride)
+
+    def _multiple_reason(self) -> str:
+        return "so that every stage's patch grid and spatial reduction divide exactly"
+
+    def _grids(self, size):
+        h, w = size
+        for patch in self.patch_sizes:
+            h, w = h // patch, w // patch
+        return (h, w), (h, w)
+
+    def stage_position(self, stage, grid):
+        """Stage `stage`'s position embedding on the token grid `grid`: the parameter itself on the build
+        grid, else resized bilinearly (the official `_get_pos_embed`); the last stage's [CLS] entry kept."""
+        return resample_abs_pos_embed(
+            self.pos_embeds[stage],
+            new_size=grid,
+            old_size=self.stage_grids[stage],
+            num_prefix_tokens=int(stage == len(self.stages) - 1),
+            interpolation="bilinear",
+            antialias=False,
+        )
+
     def _tokens(self, x, with_similarity):
-        return self.run_stages(x, self.patch_embeds, self.stages, self.pos_embeds, with_similarity)
+        return self.run_stages(x, self.patch_embeds, self.stages, with_similarity)
 
 
 @register_model

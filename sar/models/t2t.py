@@ -4,6 +4,10 @@ Facts from the official code: three soft splits (Unfold 7/4/2, 3/2/1, 3/2/1) wit
 transformers (token dim 64, MLP ratio 1, no qkv bias, scale from their input width, a skip from v), a
 linear projection to 384; then 14 ViT blocks (6 heads, MLP ratio 3, no qkv bias, LayerNorm eps 1e-5) on a
 frozen 1-D sinusoidal position table. 21.5M parameters and 6.1 GMACs at 224 (the paper's Tab. 2).
+
+Other input sizes (multiples of the soft splits' total stride, 16): the soft splits follow the input, and
+the position table, read as the build size's token grid, is resized bicubically to the input's token
+grid, as the official code's `resize_pos_embed` does for transfer at other resolutions.
 """
 
 import math
@@ -11,7 +15,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import Mlp
+from timm.layers import Mlp, resample_abs_pos_embed
 from timm.models import register_model
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -94,18 +98,25 @@ class T2TModule(nn.Module):
         self.attention1 = TokenTransformer(in_chans * kernels[0] ** 2, token_dim)
         self.attention2 = TokenTransformer(token_dim * kernels[1] ** 2, token_dim)
         self.project = nn.Linear(token_dim * kernels[2] ** 2, embed_dim)
-        grids = [(img_size, img_size)]
-        for k, s, p in zip(kernels, strides, paddings, strict=True):
-            grids.append(_unfolded(grids[-1], k, s, p))
-        self.grids = grids[1:]
+        self.stride = math.prod(strides)
+        self.grids = self.grids_for((img_size, img_size))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for split, attention, grid in zip(
-            self.splits, (self.attention1, self.attention2), self.grids, strict=False
-        ):
+    def grids_for(self, size: Grid) -> list[Grid]:
+        """The token grid after each soft split of an input of spatial size `size`."""
+        grids = [tuple(size)]
+        for split in self.splits:
+            grids.append(_unfolded(grids[-1], split.kernel_size, split.stride, split.padding))
+        return grids[1:]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
+        """Tokens `[B, h*w, embed_dim]` and their grid (h, w), which follows the input's size."""
+        grid = (x.shape[-2], x.shape[-1])
+        for split, attention in zip(self.splits, (self.attention1, self.attention2), strict=False):
+            grid = _unfolded(grid, split.kernel_size, split.stride, split.padding)
             x = attention(split(x).transpose(1, 2))
             x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        return self.project(self.splits[2](x).transpose(1, 2))
+        grid = _unfolded(grid, self.splits[2].kernel_size, self.splits[2].stride, self.splits[2].padding)
+        return self.project(self.splits[2](x).transpose(1, 2)), grid
 
 
 class T2TViT(ClsHeadModel):
@@ -162,12 +173,36 @@ class T2TViT(ClsHeadModel):
         self.norm = LayerNorm(embed_dim)
         self._init_head_and_weights(embed_dim, num_classes)
 
+    @property
+    def size_multiple(self) -> Grid:
+        return (self.tokens_to_token.stride, self.tokens_to_token.stride)
+
+    def _multiple_reason(self) -> str:
+        return "the total stride of its soft splits"
+
+    def _grids(self, size):
+        grid = self.tokens_to_token.grids_for(size)[-1]
+        return grid, grid
+
+    def position_embedding(self, grid: Grid) -> torch.Tensor:
+        """The position table `[1, 1 + h*w, C]` for a token grid (h, w): the table itself on the build
+        grid, else its patch part resized bicubically (the official `resize_pos_embed`), [CLS] kept."""
+        return resample_abs_pos_embed(
+            self.pos_embed,
+            new_size=grid,
+            old_size=self.feature_grid,
+            num_prefix_tokens=1,
+            interpolation="bicubic",
+            antialias=False,
+        )
+
     def _tokens(self, x, with_similarity):
-        self._check_input(x)
-        x = self.pos_drop(self.prepend_cls(self.tokens_to_token(x)) + self.pos_embed)
+        self.check_input(x)
+        x, grid = self.tokens_to_token(x)
+        x = self.pos_drop(self.prepend_cls(x) + self.position_embedding(grid))
         for block in self.blocks[:-1]:
             x = block(x)
-        x, S = run_last_block(self.blocks[-1], x, self.feature_grid, with_similarity)
+        x, S = run_last_block(self.blocks[-1], x, grid, with_similarity)
         return self.norm(x), S
 
 

@@ -1,12 +1,18 @@
-"""ViT-T/16 and ViT-S/16 (timm's DeiT configurations) with a SAR-ready last block."""
+"""ViT-T/16 and ViT-S/16 (timm's DeiT configurations) with a SAR-ready last block.
+
+Inputs of any multiple of the patch size: timm's `dynamic_img_size` (on by default here) interpolates the
+position embedding to each input's patch grid (timm's `resample_abs_pos_embed`: bicubic, antialiased),
+and S is on that grid, e.g. 30x30 for a 224-built ViT-S/16 fed 480 px, 6x6 for DINO's 96-px crops.
+"""
 
 from typing import Any
 
+from timm.layers import to_2tuple
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
 from sar.models.base import SimilarityModel, run_last_block
-from sar.models.layers import ClsAttention, LastBlock, SARBlock, model_kwargs, pretrained_cfg
+from sar.models.layers import ClsAttention, Grid, LastBlock, SARBlock, model_kwargs, pretrained_cfg
 
 
 class SARVisionTransformer(SimilarityModel, VisionTransformer):
@@ -14,12 +20,25 @@ class SARVisionTransformer(SimilarityModel, VisionTransformer):
 
     The last block takes over timm's own modules (norms, qkv, proj, MLP), so a model built with
     `last_block="standard"` has timm's parameter names, initialisation and function, and loads its weights.
+
+    `dynamic_img_size` (timm's option) defaults to True when `img_size` is a multiple of `patch_size` (or
+    with `dynamic_img_pad`): inputs of other sizes then get the position embedding resampled to their own
+    patch grid. At the build size this is the identity, so outputs there are those of a fixed-size model.
     """
 
     def __init__(self, last_block: LastBlock = "sar", **kwargs: Any) -> None:
         for key, required in (("class_token", True), ("global_pool", "token"), ("reg_tokens", 0)):
             if kwargs.setdefault(key, required) != required:
                 raise ValueError(f"SAR needs one [CLS] token read by the head: {key} must be {required!r}")
+        img_size, patch_size = to_2tuple(kwargs.get("img_size", 224)), to_2tuple(kwargs.get("patch_size", 16))
+        divisible = kwargs.get("dynamic_img_pad", False) or all(
+            s % p == 0 for s, p in zip(img_size, patch_size, strict=True)
+        )
+        if kwargs.setdefault("dynamic_img_size", divisible) and not divisible:
+            raise ValueError(
+                f"dynamic_img_size needs img_size {img_size} to be a multiple of patch_size {patch_size} "
+                "(or dynamic_img_pad=True); pass dynamic_img_size=False for a fixed-size model"
+            )
         VisionTransformer.__init__(self, **kwargs)
         old = self.blocks[-1]
         attn = ClsAttention(old.attn.qkv.in_features, old.attn.num_heads, attn_drop=old.attn.attn_drop.p)
@@ -27,13 +46,47 @@ class SARVisionTransformer(SimilarityModel, VisionTransformer):
         drop_path = getattr(old.drop_path1, "drop_prob", 0.0)
         self.blocks[-1] = SARBlock(old.norm1, attn, old.norm2, old.mlp, drop_path=drop_path, mode=last_block)
         self.last_block = last_block
-        self.feature_grid = self.similarity_grid = tuple(self.patch_embed.grid_size)
+
+    @property
+    def build_size(self) -> Grid:
+        return tuple(self.patch_embed.img_size)
+
+    @property
+    def feature_grid(self) -> Grid:
+        return tuple(self.patch_embed.grid_size)
+
+    @property
+    def similarity_grid(self) -> Grid:
+        return self.feature_grid
+
+    @property
+    def size_multiple(self) -> Grid | None:
+        if not self.dynamic_img_size:
+            return None
+        return (1, 1) if self.patch_embed.dynamic_img_pad else tuple(self.patch_embed.patch_size)
+
+    def _multiple_reason(self) -> str:
+        return "its patch size"
+
+    def _fixed_size_hint(self) -> str:
+        return (
+            ": it was built with dynamic_img_size=False; build it with dynamic_img_size=True for other sizes"
+        )
+
+    def _grids(self, size):
+        grid = (
+            tuple(self.patch_embed.dynamic_feat_size(size)) if size != self.build_size else self.feature_grid
+        )
+        return grid, grid
 
     def _tokens(self, x, with_similarity):
-        x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
+        self.check_input(x)
+        x = self.patch_embed(x)  # [B, h, w, C] with dynamic_img_size, else [B, h*w, C] on the build grid
+        grid = (x.shape[1], x.shape[2]) if self.dynamic_img_size else self.feature_grid
+        x = self.norm_pre(self.patch_drop(self._pos_embed(x)))
         for block in self.blocks[:-1]:
             x = block(x)
-        x, S = run_last_block(self.blocks[-1], x, self.feature_grid, with_similarity)
+        x, S = run_last_block(self.blocks[-1], x, grid, with_similarity)
         return self.norm(x), S
 
     def forward_head(self, x, pre_logits: bool = False):
@@ -43,7 +96,9 @@ class SARVisionTransformer(SimilarityModel, VisionTransformer):
 def _create(name: str, pretrained: bool, defaults: dict, kwargs: dict) -> SARVisionTransformer:
     model = SARVisionTransformer(**{**defaults, **model_kwargs(name, pretrained, kwargs)})
     model.pretrained_cfg = model.default_cfg = pretrained_cfg(
-        (model.patch_embed.proj.in_channels, *model.patch_embed.img_size), model.num_classes
+        (model.patch_embed.proj.in_channels, *model.patch_embed.img_size),
+        model.num_classes,
+        architecture=name,
     )
     return model
 
