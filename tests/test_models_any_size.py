@@ -57,6 +57,17 @@ def resized(pos: torch.Tensor, old, new, prefix: int, mode: str, antialias: bool
     return torch.cat([pos[:, :prefix], grid.flatten(2).transpose(1, 2)], dim=1)
 
 
+def _through_blocks(model, t: torch.Tensor, grid) -> torch.Tensor:
+    """The blocks of a ViT-like model, then S from the last block's q and k (from its qkv weights)."""
+    for block in model.blocks[:-1]:
+        t = block(t)
+    last = model.blocks[-1]
+    y = F.layer_norm(t, t.shape[-1:], last.norm1.weight, last.norm1.bias, last.norm1.eps)
+    q, k, _ = F.linear(y, last.attn.qkv.weight, last.attn.qkv.bias).chunk(3, dim=-1)
+    q, k = heads(q, last.attn.num_heads), heads(k, last.attn.num_heads)
+    return cls_row(q, k, q.shape[-1] ** -0.5, grid)
+
+
 def vit_reference(model, x: torch.Tensor) -> torch.Tensor:
     """ViT: conv patches, position table resized bicubically (antialiased, timm's resample_abs_pos_embed)
     to the input's patch grid, the blocks, then q, k of the last block from its qkv weights."""
@@ -66,13 +77,7 @@ def vit_reference(model, x: torch.Tensor) -> torch.Tensor:
     t = torch.cat([model.cls_token.expand(x.shape[0], -1, -1), t.flatten(2).transpose(1, 2)], dim=1)
     build = (model.patch_embed.img_size[0] // p, model.patch_embed.img_size[1] // p)
     t = t + resized(model.pos_embed, build, grid, 1, "bicubic", antialias=True)
-    for block in model.blocks[:-1]:
-        t = block(t)
-    last = model.blocks[-1]
-    y = F.layer_norm(t, t.shape[-1:], last.norm1.weight, last.norm1.bias, last.norm1.eps)
-    q, k, _ = F.linear(y, last.attn.qkv.weight, last.attn.qkv.bias).chunk(3, dim=-1)
-    q, k = heads(q, last.attn.num_heads), heads(k, last.attn.num_heads)
-    return cls_row(q, k, q.shape[-1] ** -0.5, grid)
+    return _through_blocks(model, t, grid)
 
 
 def t2t_reference(model, x: torch.Tensor) -> torch.Tensor:
@@ -90,13 +95,7 @@ def t2t_reference(model, x: torch.Tensor) -> torch.Tensor:
     t = F.linear(t, t2t.project.weight, t2t.project.bias)
     t = torch.cat([model.cls_token.expand(b, -1, -1), t], dim=1)
     t = t + resized(model.pos_embed, build, grid, 1, "bicubic", antialias=False)
-    for block in model.blocks[:-1]:
-        t = block(t)
-    last = model.blocks[-1]
-    y = F.layer_norm(t, t.shape[-1:], last.norm1.weight, last.norm1.bias, last.norm1.eps)
-    q, k, _ = F.linear(y, last.attn.qkv.weight, last.attn.qkv.bias).chunk(3, dim=-1)
-    q, k = heads(q, last.attn.num_heads), heads(k, last.attn.num_heads)
-    return cls_row(q, k, q.shape[-1] ** -0.5, grid)
+    return _through_blocks(model, t, grid)
 
 
 def pvt_reference(model, x: torch.Tensor) -> torch.Tensor:
