@@ -7,6 +7,7 @@ from harness.data.registry import (
     DATASETS,
     EVALUATION_ONLY,
     IMAGENET100_WNIDS,
+    OFFICIAL_SIZES,
     DatasetNotFoundError,
     DatasetSpec,
     LabeledSubset,
@@ -15,6 +16,7 @@ from harness.data.registry import (
     dataset_spec,
     stratified_fraction,
 )
+from harness.data.standins import SyntheticCorrupted, SyntheticHard, SyntheticSegmentation, stand_in
 from harness.data.synthetic import SyntheticConfig, SyntheticShapes
 from harness.data.transfer import (
     IMAGENET_C_CORRUPTIONS,
@@ -36,6 +38,7 @@ __all__ = [
     "IMAGENET_C_CORRUPTIONS",
     "IMAGENET_C_EXTRA_CORRUPTIONS",
     "IMAGENET_C_SEVERITIES",
+    "OFFICIAL_SIZES",
     "VOC_CLASSES",
     "VOC_SIZE",
     "VOC_VOID",
@@ -43,6 +46,9 @@ __all__ = [
     "DatasetSpec",
     "LabeledSubset",
     "SyntheticConfig",
+    "SyntheticCorrupted",
+    "SyntheticHard",
+    "SyntheticSegmentation",
     "SyntheticShapes",
     "VOCSegmentationVal",
     "build_dataset",
@@ -51,5 +57,6 @@ __all__ = [
     "imagenet_a_wnids",
     "imagenet_c_transform",
     "imagenet_wnids",
+    "stand_in",
     "stratified_fraction",
 ]

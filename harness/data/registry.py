@@ -135,7 +135,11 @@ _ROOT_HINTS = {
 }
 
 # The official size of each split; a different count is warned about (a partly extracted archive).
-_OFFICIAL_SIZES = {
+OFFICIAL_SIZES = {  # images per split: checked when a transfer set is loaded, used by the cost estimates
+    ("imagenet1k", "train"): 1_281_167,
+    ("imagenet1k", "val"): 50_000,
+    ("imagenet100", "train"): 126_689,
+    ("imagenet100", "val"): 5_000,
     ("cifar10", "train"): 50_000,
     ("cifar10", "val"): 10_000,
     ("cifar100", "train"): 50_000,
@@ -358,7 +362,7 @@ def _build_transfer(
                 f"{path / corruption / str(severity)}",
                 stacklevel=3,
             )
-    official = _OFFICIAL_SIZES[name, split]
+    official = OFFICIAL_SIZES[name, split]
     if len(dataset) != official:
         warnings.warn(
             f"dataset {name!r}{where}: the {split} split holds {len(dataset)} images, the official one "

@@ -154,7 +154,7 @@ def check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
 
 
-def _class_table(config: SyntheticConfig) -> list[tuple[int, int]]:
+def class_cells(config: SyntheticConfig) -> list[tuple[int, int]]:
     """(shape index, appearance index) of every class: the first `num_classes` cells of a seed-chosen
     shapes x appearances grid, filled row by row, so appearances and shapes are each shared by classes."""
     rng = np.random.default_rng(np.random.SeedSequence([_CLASS_MAP_TAG, config.seed]))
@@ -179,7 +179,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.config = config
         self.split = split
         self.transform = transform
-        self._table = _class_table(config)
+        self._table = class_cells(config)
         per_class = config.train_per_class if split == "train" else config.val_per_class
         self._length = config.num_classes * per_class
         self.targets = [i % config.num_classes for i in range(self._length)]
@@ -209,7 +209,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         rng = np.random.default_rng(
             np.random.SeedSequence([_IMAGE_TAG, self.config.seed, _SPLITS[self.split], index])
         )
-        image = _background(rng, size)
+        image = clutter_background(rng, size)
         mask = np.zeros((size, size), dtype=bool)
         shape, appearance = self._table[self.targets[index]]
         n_objects = int(rng.integers(1, 4))
@@ -270,7 +270,7 @@ def _blob(harmonics: np.ndarray, phases: np.ndarray) -> ShapeFn:
     return inside
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def clutter_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Low-contrast clutter drawn from every class's palette and patterns, independent of the label."""
     grey = rng.uniform(80, 175)
     cells = int(rng.integers(3, 7))
@@ -290,3 +290,31 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         colours = _COLOURS[list(_APPEARANCES[appearance][:2])]
         _paint(image, None, rng, cx, cy, radius, blob, appearance, colours, rng.uniform(0.3, 0.5))
     return image
+
+
+# For renderings of the same classes under other conditions (harness.data.standins), with `class_cells`,
+# `clutter_background` and the painter the splits above use.
+APPEARANCE_COUNT = len(_APPEARANCES)
+
+
+def paint_object(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    rng: np.random.Generator,
+    centre: tuple[float, float],
+    radius: float,
+    cell: tuple[int | None, int],
+    alpha: float = 1.0,
+    shade: tuple[float, float] = (0.85, 1.1),
+) -> None:
+    """Paint one object of the (shape, appearance) `cell` as the splits do, at `centre` (x, y) with `radius`
+    pixels and opacity `alpha`, its two colours scaled by factors drawn from `shade`; mark its pixels in
+    `mask`. Shape None paints an irregular blob like the background's, which is none of the class shapes."""
+    shape, appearance = cell
+    outline = (
+        _blob(rng.uniform(0, 0.3, size=2), rng.uniform(0, 2 * math.pi, size=2))
+        if shape is None
+        else _SHAPES[_SHAPE_NAMES[shape]]
+    )
+    colours = _COLOURS[list(_APPEARANCES[appearance][:2])] * rng.uniform(*shade, size=(2, 1))
+    _paint(image, mask, rng, *centre, radius, outline, appearance, colours, alpha)
