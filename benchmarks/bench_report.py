@@ -38,7 +38,12 @@ def _fill_store(recipe: Path) -> int:
             {"epoch": e, "val_top1": 50 + e + rng.random(), "val_top5": 90.0} for e in range(1, EPOCHS + 1)
         ]
         (run.folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
-        result = {"final_top1": curve[-1]["val_top1"], "best_top1": curve[-1]["val_top1"], "gpu_hours": 1.0}
+        best = max(curve, key=lambda r: r["val_top1"])
+        result = {
+            "metrics": {"top1": curve[-1]["val_top1"], "top5": curve[-1]["val_top5"]},
+            "best": {"top1": best["val_top1"], "epoch": best["epoch"]},
+            "gpu_hours": 1.0,
+        }
         (run.folder / "result.json").write_text(json.dumps(result))
     return len(runs)
 

@@ -5,6 +5,7 @@ Heavy modules (torch, timm, Hydra) are imported by the commands that use them, s
 """
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from harness.config import RecipeError
 
 if TYPE_CHECKING:
     from harness.lifecycle import RunState
+    from harness.pipeline import Node
     from harness.recipe import ResolvedRun
 
 OVERRIDES_HELP = (
@@ -41,18 +43,29 @@ def _dataset(run: "ResolvedRun") -> str:
     return name if d.fraction == 1 else f"{name} x{d.fraction:g}"
 
 
-def run_table(runs: list["ResolvedRun"], states: list["RunState"], with_estimate: bool) -> str:
+def run_table(
+    runs: list["ResolvedRun"],
+    states: list["RunState"],
+    with_estimate: bool,
+    extra: dict[str, list[str]] | None = None,
+) -> str:
+    """One line per run; a `table` column when the runs span several tables (a pipeline), a `sweep` column
+    for sweeps, and the `extra` columns (header -> one cell per run) after the state."""
     from harness.estimate import estimated_hours
 
+    extra = extra or {}
     swept = any(run.sweeps for run in runs)
-    headers = ["uid", "rows", *(["sweep"] if swept else []), "model", "last block", "loss", "dataset"]
-    headers += ["epochs", "seed", "resources", *(["estimate"] if with_estimate else []), "job", "state"]
+    tables = len({run.table for run in runs}) > 1
+    headers = ["uid", *(["table"] if tables else []), "rows", *(["sweep"] if swept else []), "model"]
+    headers += ["last block", "loss", "dataset", "epochs", "seed", "resources"]
+    headers += [*(["estimate"] if with_estimate else []), "job", "state", *extra]
     rows = []
-    for run, state in zip(runs, states, strict=True):
+    for index, (run, state) in enumerate(zip(runs, states, strict=True)):
         c = run.row_config
         loss = f"+ {c.loss.weight:g} L_{'tv' if c.loss.variant == 'tv' else 'se'}" if c.loss.sar else "ce"
         cells = [
             run.uid,
+            *([run.table] if tables else []),
             ",".join(run.rows),
             *([_sweeps(run)] if swept else []),
             c.model,
@@ -66,19 +79,44 @@ def run_table(runs: list["ResolvedRun"], states: list["RunState"], with_estimate
         if with_estimate:
             kind, hours = estimated_hours(run)
             cells.append(f"{hours:.0f} {kind}-h" if kind == "GPU" else f"{hours:.2f} {kind}-h")
-        rows.append(
-            [*cells, state.job or "-", f"{state.state}: {state.detail}" if state.detail else state.state]
-        )
+        cells += [state.job or "-", f"{state.state}: {state.detail}" if state.detail else state.state]
+        rows.append([*cells, *(column[index] for column in extra.values())])
     return _table(headers, rows)
 
 
-def dry_run_summary(runs: list["ResolvedRun"]) -> str:
+def graph_table(nodes: list["Node"]) -> str:
+    """`--dry-run`'s table: every run of the pipeline, upstream first, with what `run` would do with it and,
+    in a pipeline, what it would wait for."""
+    from harness.pipeline import waits_for
+
+    extra = {"plan": [n.action for n in nodes]}
+    if any(n.upstream is not None for n in nodes):
+        extra["waits for"] = [waits_for(n) for n in nodes]
+    return run_table([n.run for n in nodes], [n.state for n in nodes], with_estimate=True, extra=extra)
+
+
+def _dry_run_after(nodes: list["Node"]) -> dict[str, tuple[str, ...]]:
+    """The jobs each launching run would wait for: a live upstream's job, or `job-of-UID` for an upstream
+    that the same pass submits (its id is known once it is submitted)."""
+    from harness.pipeline import LAUNCH, slurm_after
+
+    after = slurm_after(nodes)
+    for node in nodes:
+        if node.action == LAUNCH and node.upstream is not None and node.upstream.action == LAUNCH:
+            after[node.run.uid] = (f"job-of-{node.upstream.run.uid}",)
+    return after
+
+
+def dry_run_summary(nodes: list["Node"]) -> str:
     """What `--dry-run` adds below the run table: total estimated hours, whether each dataset root exists,
-    and the #SBATCH lines of each Slurm job array."""
+    and the #SBATCH lines of each Slurm job array that `run` would submit, upstream arrays first."""
     from harness.data import DatasetNotFoundError, check_available
     from harness.estimate import estimated_hours
     from harness.launch import launcher_name, sbatch_lines, slurm_arrays
+    from harness.pipeline import LAUNCH
+    from harness.recipe import datasets_of
 
+    runs = [node.run for node in nodes]
     totals: dict[str, float] = {"GPU": 0.0, "CPU": 0.0}
     for run in runs:
         kind, hours = estimated_hours(run)
@@ -88,16 +126,18 @@ def dry_run_summary(runs: list["ResolvedRun"]) -> str:
         "(from MACs at resources.assumed_tflops / assumed_cpu_gflops)",
         "datasets:",
     ]
-    for dataset, root in dict.fromkeys((r.config.data.dataset, r.config.data.root) for r in runs):
+    for dataset, root, key in dict.fromkeys(needed for r in runs for needed in datasets_of(r.config)):
         try:
-            check_available(dataset, root)
+            check_available(dataset, root, key)
             found = "generated in memory" if dataset == "synthetic" else "found"
         except DatasetNotFoundError as error:
             found = f"MISSING: {str(error).splitlines()[0]}"
         lines.append(f"  {dataset}{f' at {root}' if root else ''}: {found}")
-    for array in slurm_arrays([r for r in runs if launcher_name(r) == "slurm"]):
+    after = _dry_run_after(nodes)
+    submitted = [n.run for n in nodes if n.action == LAUNCH and launcher_name(n.run) == "slurm"]
+    for array in slurm_arrays(submitted, after):
         lines.append(f"Slurm job array of {len(array)} run(s): {', '.join(r.uid for r in array)}")
-        lines += [f"  {line}" for line in sbatch_lines(array[0], len(array))]
+        lines += [f"  {line}" for line in sbatch_lines(array[0], len(array), after.get(array[0].uid, ()))]
     return "\n".join(lines)
 
 
@@ -126,82 +166,103 @@ def print_configs(runs: list["ResolvedRun"]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.data import DatasetNotFoundError, check_available
     from harness.launch import launch
-    from harness.lifecycle import cancel, read_submission, run_states
+    from harness.lifecycle import cancel, read_submission
+    from harness.pipeline import DONE, LAUNCH, LIVE, PipelineError, check, graph, plan, slurm_after
+    from harness.recipe import datasets_of
 
     recipe, runs = _load(args)
     if args.cfg:
         print_configs(runs)
         return 0
-    print(f"{recipe.title} [{recipe.scale} scale]: {len(runs)} run(s)")
-    states = run_states([r.folder for r in runs])
-    if args.dry_run:
-        print(run_table(runs, states, with_estimate=True))
-        print(dry_run_summary(runs))
-        return 0
-    live = [(run, state) for run, state in zip(runs, states, strict=True) if state.live]
-    if args.force and live and not args.cancel:
-        for run, state in live:
-            print(f"error: {run.uid} ({','.join(run.rows)}) is {state.state} as {state.job}", file=sys.stderr)
+    nodes = graph(runs)
+    upstream = sum(not node.own for node in nodes)
+    print(
+        f"{recipe.title} [{recipe.scale} scale]: {len(runs)} run(s)"
+        + (f", {upstream} upstream run(s) they consume" if upstream else "")
+    )
+    live = [node for node in nodes if node.own and node.state.live]
+    if args.force and live and not args.cancel and not args.dry_run:
+        for node in live:
+            print(f"error: {node.name} is {node.state.state} as {node.state.job}", file=sys.stderr)
         print(
             "error: --force would train these again under a live job: add --cancel to stop it first",
             file=sys.stderr,
         )
         return 2
-    if args.force and args.cancel:
-        for run, state in live:
-            cancel(read_submission(run.folder))
-            print(f"cancelled {state.job} ({run.uid})")
-        live = []
-    for run, state in live:
-        print(f"{run.uid} ({','.join(run.rows)}) is {state.state} as {state.job}: not launched again")
-    skipped = {run.uid for run, _ in live}
-    todo = [
-        run
-        for run, state in zip(runs, states, strict=True)
-        if run.uid not in skipped and (args.force or state.state != "done")
-    ]
+    plan(nodes, args.force, cancel=args.cancel)
+    if args.dry_run:
+        print(graph_table(nodes))
+        print(dry_run_summary(nodes))
+        try:
+            check(nodes)
+        except PipelineError as error:
+            print(f"`run` would stop before launching anything: {error}")
+        return 0
+    todo = [node for node in nodes if node.action == LAUNCH]
+    try:
+        check(nodes)  # a missing upstream checkpoint stops everything before anything is launched
+        for node in todo:  # so does a missing dataset
+            for dataset, root, key in datasets_of(node.run.row_config):
+                check_available(dataset, root, key)
+    except (PipelineError, DatasetNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for node in live:
+        if node.action == LAUNCH:  # --force --cancel
+            cancel(read_submission(node.run.folder))
+            print(f"cancelled {node.state.job} ({node.run.uid})")
+    for node in nodes:
+        if node.action == LIVE:
+            print(f"{node.name} is {node.state.state} as {node.state.job}: not launched again")
     if not todo:
         print(f"every run of {args.recipe} is already done or live (use --force to train done runs again)")
         return 0
-    for run in todo:  # a missing dataset stops everything before anything is launched
-        try:
-            check_available(run.row_config.data.dataset, run.row_config.data.root)
-        except DatasetNotFoundError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    if args.force:
-        for run in todo:
-            folder = run.folder
-            for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "submitted.json"):
-                (folder / name).unlink(missing_ok=True)
-            for failure in folder.glob("failure*.json"):
-                failure.unlink()
-    print(f"launching {len(todo)} run(s); {len(runs) - len(todo)} done or live", flush=True)
-    failed = launch(todo, log=lambda line: print(line, flush=True))
+    for node in todo:
+        if args.force and node.own:
+            _forget(node.run.folder)
+    upstream_todo = sum(not node.own for node in todo)
+    of_them = f" ({upstream_todo} upstream)" if upstream_todo else ""
+    kept = sum(node.action in (DONE, LIVE) for node in nodes)
+    print(f"launching {len(todo)} run(s){of_them}; {kept} done or live", flush=True)
+    failed = launch([n.run for n in todo], log=functools.partial(print, flush=True), after=slurm_after(nodes))
     if failed:
         print(f"{failed} run(s) failed: see `python -m harness status {args.recipe}`", file=sys.stderr)
     return 1 if failed else 0
 
 
+def _forget(folder: Path) -> None:
+    """--force: the files that make a run done or resumable, and its failures, go; the run starts over."""
+    from harness.results import CHECKPOINTS
+
+    for name in ("result.json", *CHECKPOINTS.values(), "metrics.jsonl", "submitted.json"):
+        (folder / name).unlink(missing_ok=True)
+    for failure in folder.glob("failure*.json"):
+        failure.unlink()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import time
 
-    from harness.lifecycle import run_states
+    from harness.pipeline import graph, upstream_state
 
     recipe, runs = _load(args)
     if args.cfg:
         print_configs(runs)
         return 0
     while True:  # once, or with --watch until no run is pending, running or requeued
-        states = run_states([r.folder for r in runs])
+        by_folder = {node.run.folder: node for node in graph(runs)}
+        own = [by_folder[run.folder] for run in runs]  # in the recipe's order
+        states = [node.state for node in own]
         if args.watch and sys.stdout.isatty():
             print("\033[2J\033[H", end="")  # clear the screen: the table is redrawn in place
         print(f"{recipe.title} [{recipe.scale} scale]")
         print(f"run store: {', '.join(sorted({str(Path(r.config.runs_root) / r.table) for r in runs}))}")
-        print(run_table(runs, states, with_estimate=False))
-        for run, state in zip(runs, states, strict=True):
-            if state.logs and state.state != "done":
-                print(f"{run.uid} {state.state}: logs in {state.logs}")
+        consumes = any(node.upstream is not None for node in own)
+        extra = {"upstream": [upstream_state(node) for node in own]} if consumes else None
+        print(run_table(runs, states, with_estimate=False, extra=extra))
+        for node in own:
+            if node.state.logs and node.state.state != "done":
+                print(f"{node.run.uid} {node.state.state}: logs in {node.state.logs}")
         live = sum(state.live for state in states)
         if not args.watch or not live:
             return 0

@@ -10,10 +10,13 @@ from omegaconf import OmegaConf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.data import IMAGENET_C_CORRUPTIONS, IMAGENET_C_SEVERITIES, OFFICIAL_SIZES
+from harness.eval import EVALUATIONS
 from harness.recipe import ResolvedRun, hashable
 
-TRAIN_IMAGES = {"imagenet1k": 1_281_167, "imagenet100": 126_689}  # training-set sizes
 TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward about twice the forward
+EVAL_FLOPS_PER_MAC = 2
+SPLITS = {"imagenet_c": len(IMAGENET_C_CORRUPTIONS) * len(IMAGENET_C_SEVERITIES)}  # splits of one dataset
 
 
 @cache
@@ -30,15 +33,33 @@ def _train_images(run: ResolvedRun) -> float:
     d = run.config.data
     if d.dataset == "synthetic":
         return d.synthetic.num_classes * d.synthetic.train_per_class * d.fraction
-    return TRAIN_IMAGES[d.dataset] * d.fraction
+    return OFFICIAL_SIZES[d.dataset, "train"] * d.fraction
+
+
+def _evaluated_images(run: ResolvedRun) -> float:
+    """Images an evaluate run feeds the model: every split of every dataset its metrics need."""
+    d = run.config.data
+    total = 0.0
+    for dataset in dict.fromkeys(EVALUATIONS[m] for m in run.config.eval.metrics):
+        per_split = (
+            d.synthetic.num_classes * d.synthetic.val_per_class
+            if d.dataset == "synthetic"
+            else OFFICIAL_SIZES[dataset, "val"]
+        )
+        total += per_split * SPLITS.get(dataset, 1)
+    return total
 
 
 def estimated_hours(run: ResolvedRun) -> tuple[str, float]:
     """("GPU", GPU-hours) for a run on GPUs, ("CPU", hours of one CPU job) for a run on a CPU."""
     cfg = run.config
     kwargs = hashable(OmegaConf.to_container(cfg.model_kwargs))
-    gmacs = count_gmacs(cfg.model, kwargs, cfg.data.input_size)
-    flops = _train_images(run) * cfg.epochs * gmacs * 1e9 * TRAIN_FLOPS_PER_MAC
+    if cfg.engine == "evaluate":  # forward passes only, at the evaluation size where one is set
+        gmacs = count_gmacs(cfg.model, kwargs, cfg.eval.input_size or cfg.data.input_size)
+        flops = _evaluated_images(run) * gmacs * 1e9 * EVAL_FLOPS_PER_MAC
+    else:
+        gmacs = count_gmacs(cfg.model, kwargs, cfg.data.input_size)
+        flops = _train_images(run) * cfg.epochs * gmacs * 1e9 * TRAIN_FLOPS_PER_MAC
     if cfg.resources.gpus_per_node == 0:
         return "CPU", flops / (cfg.resources.assumed_cpu_gflops * 1e9) / 3600
     return "GPU", flops / (cfg.resources.assumed_tflops * 1e12) / 3600

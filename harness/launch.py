@@ -16,11 +16,14 @@ import torch
 from omegaconf import OmegaConf
 from submitit.slurm.slurm import _make_sbatch_string
 
-from harness.lifecycle import record_submission
+from harness.engines import train_run
+from harness.lifecycle import RunState, record_submission, run_states
 from harness.progress import TableProgress
 from harness.provenance import REPO
 from harness.recipe import ResolvedRun
-from harness.train import train_run
+from harness.results import run_status
+
+WAIT_POLL_S = 30.0  # how often a local downstream run asks whether its live upstream run has ended
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -29,6 +32,11 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self, config: dict, uid: str) -> dict:
         return train_run(config, uid)
+
+
+def run_name(run: ResolvedRun) -> str:
+    """`3f2a9c1e7b00 (table2 vit-s)`: a run as logs and errors name it."""
+    return f"{run.uid} ({run.table} {','.join(run.rows)})"
 
 
 def launcher_name(run: ResolvedRun) -> str:
@@ -67,13 +75,13 @@ def slurm_parameters(run: ResolvedRun, after: tuple[str, ...] = ()) -> dict[str,
     return {key: value for key, value in parameters.items() if value is not None}
 
 
-def sbatch_lines(run: ResolvedRun, array_size: int) -> list[str]:
+def sbatch_lines(run: ResolvedRun, array_size: int, after: tuple[str, ...] = ()) -> list[str]:
     """The #SBATCH lines submitit would write for a job array of `array_size` runs shaped like `run`."""
     script = _make_sbatch_string(
         command="python -m submitit.core._submit",
         folder=_slurm_folder(run),
         map_count=array_size,
-        **slurm_parameters(run),
+        **slurm_parameters(run, after),
     )
     return [line for line in script.splitlines() if line.startswith("#SBATCH")]
 
@@ -154,11 +162,11 @@ def _code_snapshot(run: ResolvedRun) -> Iterator[None]:
 def _outcome(run: ResolvedRun, wait: Callable[[], dict], log: Callable[[str], None]) -> bool:
     """Wait for one run trained on this machine; False if it failed."""
     try:
-        result = wait()
+        wait()
     except Exception as error:  # the run's own failure files hold the details
-        log(f"{run.uid} ({','.join(run.rows)}) failed: {str(error).strip().splitlines()[-1]}")
+        log(f"{run_name(run)} failed: {str(error).strip().splitlines()[-1]}")
         return False
-    log(f"{run.uid} ({','.join(run.rows)}) done: top-1 {result['final_top1']:.2f}")
+    log(f"{run_name(run)} done: {run_status(run.folder).detail}")
     return True
 
 
@@ -168,11 +176,89 @@ def _run_locally(run: ResolvedRun, log: Callable[[str], None]) -> bool:
         job = _executor("local", run).submit(TrainJob(), _as_dict(run), run.uid)
         try:
             record_submission(run.folder, "local", job)
-            log(f"{run.uid} ({','.join(run.rows)}) running locally as job {job.job_id}")
+            log(f"{run_name(run)} running locally as job {job.job_id}")
             return _outcome(run, lambda: job.results()[0], log)
         except KeyboardInterrupt:  # the job would otherwise train on, detached from this command
             job.cancel()
             raise
+
+
+def _upstream_ended(upstream: ResolvedRun, log: Callable[[str], None]) -> RunState:
+    """The state of an upstream run launched elsewhere, once it is no longer live: a downstream run trained
+    on this machine waits for it here (Ctrl-C stops waiting)."""
+    state = run_states([upstream.folder])[0]
+    if state.live:
+        log(f"waiting for upstream {run_name(upstream)}: {state.state} as {state.job or 'an inline run'}")
+    while state.live:
+        time.sleep(WAIT_POLL_S)
+        state = run_states([upstream.folder])[0]
+    return state
+
+
+def _blocked(run: ResolvedRun, outcome: dict[str, bool], log: Callable[[str], None]) -> str:
+    """Why `run` cannot start on this machine (its upstream failed, or ended without a result), or ''.
+    `outcome` holds what this call's runs came to (uid -> succeeded)."""
+    up = run.upstream
+    if up is None:
+        return ""
+    if up.uid in outcome:
+        return "" if outcome[up.uid] else f"its upstream {run_name(up)} failed"
+    state = _upstream_ended(up, log)
+    return "" if state.state == "done" else f"its upstream {run_name(up)} is {state.state}"
+
+
+def _launch_here(runs: list[ResolvedRun], outcome: dict[str, bool], log: Callable[[str], None]) -> None:
+    """Inline and local runs, one at a time in the given order (they share this machine), each waited for;
+    a run whose upstream did not succeed is skipped (and counts as failed)."""
+    show = bool(runs) and runs[0].config.train.progress and sys.stderr.isatty()
+    with TableProgress(len(runs), log, enabled=show) as progress:
+        for run in runs:
+            why = _blocked(run, outcome, progress.write)
+            if why:
+                progress.write(f"{run_name(run)} skipped: {why}")
+                outcome[run.uid] = False
+                continue
+            progress.start(run.folder, run_name(run))
+            if launcher_name(run) == "inline":
+                train = lambda run=run: TrainJob()(_as_dict(run), run.uid)
+                outcome[run.uid] = _outcome(run, train, progress.write)
+            else:
+                outcome[run.uid] = _run_locally(run, progress.write)
+            progress.finish()
+
+
+def _submit_to_slurm(
+    runs: list[ResolvedRun],
+    after: dict[str, tuple[str, ...]],
+    outcome: dict[str, bool],
+    log: Callable[[str], None],
+) -> None:
+    """One submission pass, in waves: the arrays of runs whose upstream is not in the pass go first, then
+    those of their dependants, each waiting (`afterok`) for the job just submitted for its upstream."""
+    jobs: dict[str, str] = {}  # uid -> the Slurm job submitted for it in this pass
+    pending = list(runs)
+    while pending:
+        in_pass = {run.uid for run in pending}
+        wave = [run for run in pending if run.upstream is None or run.upstream.uid not in in_pass]
+        pending = [run for run in pending if run.upstream is not None and run.upstream.uid in in_pass]
+        waits = {}
+        for run in wave:
+            up = run.upstream.uid if run.upstream is not None else ""
+            if not outcome.get(up, True):  # its upstream was trained on this machine, and failed
+                log(f"{run_name(run)} skipped: its upstream {run_name(run.upstream)} failed")
+                outcome[run.uid] = False
+                continue
+            waits[run.uid] = (*after.get(run.uid, ()), *([jobs[up]] if up in jobs else []))
+        for group in slurm_arrays([run for run in wave if run.uid in waits], waits):
+            with _code_snapshot(group[0]):
+                submitted = _executor("slurm", group[0], waits[group[0].uid]).map_array(
+                    TrainJob(), [_as_dict(r) for r in group], [r.uid for r in group]
+                )
+            for run, job in zip(group, submitted, strict=True):
+                record_submission(run.folder, "slurm", job)
+                jobs[run.uid] = job.job_id
+                waiting = f", after job {', '.join(waits[run.uid])}" if waits[run.uid] else ""
+                log(f"{run_name(run)} submitted to Slurm as job {job.job_id}{waiting}")
 
 
 def launch(
@@ -180,29 +266,15 @@ def launch(
     log: Callable[[str], None] = print,
     after: dict[str, tuple[str, ...]] | None = None,
 ) -> int:
-    """Start `runs` and return how many failed. Inline and local runs go one at a time, since they share
-    this machine, and are waited for; Slurm runs go as one job array per table and job shape, and are not.
-    `after` maps a run's uid to the Slurm jobs it must wait for (`afterok`: if one fails, the run's job is
-    cancelled). Each submitted run's folder gets `submitted.json` (the job and its logs)."""
-    failed = 0
-    here = [run for run in runs if launcher_name(run) in ("inline", "local")]
-    show = bool(here) and here[0].config.train.progress and sys.stderr.isatty()
-    with TableProgress(len(here), log, enabled=show) as progress:
-        for run in here:
-            progress.start(run.folder, f"{run.uid} ({','.join(run.rows)})")
-            if launcher_name(run) == "inline":
-                train = lambda run=run: TrainJob()(_as_dict(run), run.uid)
-                failed += not _outcome(run, train, progress.write)
-            else:
-                failed += not _run_locally(run, progress.write)
-            progress.finish()
-    after = after or {}
-    for group in slurm_arrays([r for r in runs if launcher_name(r) == "slurm"], after):
-        with _code_snapshot(group[0]):
-            jobs = _executor("slurm", group[0], after.get(group[0].uid, ())).map_array(
-                TrainJob(), [_as_dict(r) for r in group], [r.uid for r in group]
-            )
-        for run, job in zip(group, jobs, strict=True):
-            record_submission(run.folder, "slurm", job)
-            log(f"{run.uid} ({','.join(run.rows)}) submitted to Slurm as job {job.job_id}")
-    return failed
+    """Start `runs` (every upstream before its dependants) and return how many failed or were skipped.
+
+    A run whose `.upstream` is among `runs` depends on it. Inline and local runs go one at a time, since
+    they share this machine, and are waited for; one whose upstream failed is skipped, and one whose
+    upstream is not among `runs` first waits for it to end. Slurm runs go in one pass as job arrays per
+    table, job shape and dependencies, and are not waited for: a dependant's job waits (`afterok`: it is
+    cancelled if the upstream fails) for its upstream's job submitted in the same pass, and for the jobs
+    `after` names for its uid (live upstream jobs). Each submitted run's folder gets `submitted.json`."""
+    outcome: dict[str, bool] = {}  # uid -> succeeded, for the runs trained on this machine
+    _launch_here([run for run in runs if launcher_name(run) in ("inline", "local")], outcome, log)
+    _submit_to_slurm([run for run in runs if launcher_name(run) == "slurm"], after or {}, outcome, log)
+    return sum(not ok for ok in outcome.values())

@@ -20,14 +20,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
 import sar  # noqa: F401  (registers the SAR-ready models with timm)
-from harness.config import RecipeError, runs_root
+from harness.config import RECIPES_DIR, RecipeError, runs_root
 from harness.config.compose import compose_recipe
 from harness.config.overrides import Setting, apply, parse
 from harness.config.schema import Run, identity_of
 from harness.data import DATASETS, EVALUATION_ONLY
+from harness.data.synthetic import MAX_CLASSES
+from harness.eval import EVALUATIONS, METRICS
 from sar.models import LAST_BLOCKS, LOCAL_KWARGS, MODEL_NAMES
 
 SCALES = ("paper", "local")
+TRANSFER_TARGETS = ("cifar10", "cifar100", "flowers102", "pets")  # Tab. 4
+AMP_MODES = ("bf16", "fp16", "off")
+ENGINES = ("supervised", "finetune", "evaluate")
+TRAINING_ENGINES = ("supervised", "finetune")
+CHECKPOINTS = ("final", "best")
 LOSS_VARIANTS = ("entropy", "tv")
 LAUNCHERS = ("auto", "slurm", "local", "inline")
 PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -40,14 +47,18 @@ class ResolvedRun:
     seed: int
     rows: list[str] = field(default_factory=list)  # every table row this run fills (identical rows share it)
     sweeps: list[tuple[str, ...]] = field(default_factory=list)  # the sweep points (`-m`) that give this run
+    upstream: "ResolvedRun | None" = None  # the run this one fine-tunes or evaluates (same seed)
 
     @functools.cached_property
     def config(self) -> DictConfig:
-        """The full `Run` of this seed (a copy only where the seed differs: copies are slow)."""
-        if self.seed == self.row_config.seed:
+        """The full `Run` of this seed (a copy only where it differs from the row's: copies are slow)."""
+        same_upstream = self.upstream is None or self.row_config.upstream.uid == self.upstream.uid
+        if self.seed == self.row_config.seed and same_upstream:
             return self.row_config
         config = self.row_config.copy()
         config.seed = self.seed
+        if self.upstream is not None:
+            config.upstream.uid, config.upstream.folder = self.upstream.uid, str(self.upstream.folder)
         return config
 
     @property
@@ -100,7 +111,13 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
         ),
         (loss["variant"] in LOSS_VARIANTS, "loss.variant", loss["variant"], " | ".join(LOSS_VARIANTS)),
         (loss["weight"] >= 0, "loss.weight", loss["weight"], "a weight >= 0"),
-        (run["epochs"] >= 1, "epochs", run["epochs"], "at least 1"),
+        (run["engine"] in ENGINES, "engine", run["engine"], " | ".join(ENGINES)),
+        (
+            run["epochs"] >= 1 or run["engine"] == "evaluate",
+            "epochs",
+            run["epochs"],
+            "at least 1",
+        ),
         (0 < data["fraction"] <= 1, "data.fraction", data["fraction"], "a fraction in (0, 1]"),
         (data["input_size"] >= 1, "data.input_size", data["input_size"], "at least 1"),
         (
@@ -113,6 +130,12 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
         (protocol["warmup_epochs"] >= 0, "protocol.warmup_epochs", protocol["warmup_epochs"], "at least 0"),
         (protocol["lr"] > 0, "protocol.lr", protocol["lr"], "a learning rate > 0"),
         (run["train"]["eval_every"] >= 1, "train.eval_every", run["train"]["eval_every"], "at least 1"),
+        (run["train"]["amp"] in AMP_MODES, "train.amp", run["train"]["amp"], " | ".join(AMP_MODES)),
+        (run["train"]["log_every"] >= 1, "train.log_every", run["train"]["log_every"], "at least 1"),
+        *[
+            (name in METRICS, "paper", name, "a metric name: one of " + ", ".join(METRICS))
+            for name in run["paper"]
+        ],
     ]
     for ok, key, value, expected in checks:
         if not ok:
@@ -169,12 +192,14 @@ def _resolve_row(
 ) -> dict[str, Any]:
     """The row as a paper-scale run (a plain dict), its unset fields taken from the recipe."""
     source = f"{path}: row '{row.id}'"
+    engine = row.engine or recipe.engine
     model = row.model or recipe.model
     dataset = row.dataset or recipe.dataset or recipe.data.dataset
-    epochs = row.epochs or recipe.epochs
-    for key, value in (("model", model), ("dataset", dataset), ("epochs", epochs)):
+    epochs = 0 if engine == "evaluate" else row.epochs or recipe.epochs
+    for key, value in (("model", model), ("dataset", dataset), ("epochs", epochs or engine == "evaluate")):
         if not value:
             raise RecipeError(f"{source}: no {key}: set it on the row or at the top of the recipe")
+    upstream = row["from"]
     data = OmegaConf.to_container(recipe.data)
     data.update(dataset=dataset, fraction=row.fraction if row.fraction is not None else data["fraction"])
     return {
@@ -184,6 +209,10 @@ def _resolve_row(
         "group": row.group,
         "column": row.column,
         "scale": recipe.scale,
+        "engine": engine,
+        "upstream": None
+        if upstream is None
+        else {**OmegaConf.to_container(upstream), "uid": "", "folder": ""},
         "model": model,
         "model_kwargs": OmegaConf.to_container(row.model_kwargs),
         "last_block": row.last_block,
@@ -193,7 +222,9 @@ def _resolve_row(
         "epochs": epochs,
         "seed": recipe.seeds[0],
         "paper": OmegaConf.to_container(row.paper),
+        "paper_points": OmegaConf.to_container(row.paper_points),
         "train": OmegaConf.to_container(recipe.train),
+        "eval": OmegaConf.to_container(recipe.eval),
         "resources": OmegaConf.to_container(recipe.resources),
         "launcher": OmegaConf.to_container(recipe.launcher),
         "runs_root": recipe.runs_root,
@@ -216,21 +247,38 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
         raise RecipeError(
             f"model {run['model']!r} has no local-scale member; local scale knows {', '.join(LOCAL_KWARGS)}"
         )
+    dataset = run["data"]["dataset"]
+    synthetic = {**OmegaConf.to_container(local.synthetic), "seed": _synthetic_seed(dataset)}
+    if dataset in TRANSFER_TARGETS:  # the target's own class count, on a few images per class
+        classes = min(DATASETS[dataset].num_classes, MAX_CLASSES)
+        synthetic.update(
+            num_classes=classes,
+            train_per_class=max(2, local.target_train_images // classes),
+            val_per_class=max(1, local.target_val_images // classes),
+        )
     run["data"].update(
-        stands_for=run["data"]["dataset"],
+        stands_for=dataset,
         dataset="synthetic",
         root=None,
         input_size=local.synthetic.image_size,
         num_workers=local.num_workers,
-        synthetic={
-            **OmegaConf.to_container(local.synthetic),
-            "seed": _synthetic_seed(run["data"]["dataset"]),
-        },
+        synthetic=synthetic,
     )
+    run["eval"].update(input_size=None, roots={})  # the stand-ins are rendered at the model's size
     run["model_kwargs"] = {**LOCAL_KWARGS[run["model"]], **run["model_kwargs"]}
-    run["epochs"] = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
+    if run["engine"] != "evaluate":
+        run["epochs"] = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
     run["protocol"].update(batch_size=local.batch_size, repeated_aug=local.repeated_aug)
     run["resources"].update(nodes=1, gpus_per_node=0, cpus_per_task=local.cpus, mem_gb=local.mem_gb)
+
+
+def datasets_of(config: DictConfig) -> list[tuple[str, str | None, str]]:
+    """(dataset, root, the key that sets the root) of every dataset a run reads: an evaluate run reads its
+    metrics' evaluation sets (their roots in `eval.roots`) and not its upstream's training set."""
+    if config.engine != "evaluate" or config.data.dataset == "synthetic":
+        return [(config.data.dataset, config.data.root, "data.root")]
+    names = dict.fromkeys(EVALUATIONS[metric] for metric in config.eval.metrics)
+    return [(name, config.eval.roots.get(name), f"+eval.roots.{name}") for name in names]
 
 
 def identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -269,17 +317,119 @@ def _check_recipe(recipe: DictConfig, path: Path) -> None:
     for row in recipe.rows:
         if row.baseline is not None and row.baseline not in ids:
             raise RecipeError(f"{path}: row '{row.id}': key 'baseline': no row has id {row.baseline!r}")
+    for name in recipe.metrics:
+        if name not in METRICS:
+            raise RecipeError(f"{path}: key 'metrics': unknown metric {name!r}; known: {', '.join(METRICS)}")
+    for row in recipe.rows:
+        _check_engine(recipe, row, path)
     groups = {row.group for row in recipe.rows}
     if recipe.lambda_sweep is not None and recipe.lambda_sweep not in groups:
         raise RecipeError(f"{path}: key 'lambda_sweep': no row has group {recipe.lambda_sweep!r}")
 
 
+def _check_engine(recipe: DictConfig, row: DictConfig, path: Path) -> None:
+    """A finetune or evaluate row names the run it consumes; a supervised row trains from scratch."""
+    engine, upstream, source = row.engine or recipe.engine, row["from"], f"{path}: row '{row.id}'"
+    if engine not in ENGINES:
+        raise RecipeError(f"{source}: key 'engine': got {engine!r}, expected {' | '.join(ENGINES)}")
+    if engine == "supervised" and upstream is not None:
+        raise RecipeError(
+            f"{source}: key 'from': a supervised row trains from scratch; set engine: finetune to start "
+            "from another run, or engine: evaluate to measure it"
+        )
+    if engine != "supervised" and upstream is None:
+        raise RecipeError(
+            f"{source}: key 'from': an {engine} row needs the run it consumes, e.g. "
+            "from: {recipe: table2, row: vit-s, checkpoint: final}"
+        )
+    if upstream is not None and upstream.checkpoint not in CHECKPOINTS:
+        raise RecipeError(
+            f"{source}: key 'from.checkpoint': got {upstream.checkpoint!r}, expected "
+            + " | ".join(CHECKPOINTS)
+        )
+    if engine == "evaluate":
+        if not recipe.eval.metrics:
+            raise RecipeError(f"{path}: key 'eval.metrics': an evaluate row needs at least one metric")
+        for name in recipe.eval.metrics:
+            if name not in EVALUATIONS:
+                raise RecipeError(
+                    f"{path}: key 'eval.metrics': {name!r} is not measured by an evaluate run; known: "
+                    + ", ".join(EVALUATIONS)
+                )
+
+
+def _upstream_recipe(path: Path, name: str, source: str) -> Path:
+    """`from.recipe` as a file: a path, else a recipe name beside this recipe, else in recipes/."""
+    candidates = [Path(name), path.parent / f"{name}.yaml", RECIPES_DIR / f"{name}.yaml"]
+    found = next((c for c in candidates if c.suffix == ".yaml" and c.is_file()), None)
+    if found is None:
+        known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        raise RecipeError(f"{source}: key 'from.recipe': no recipe {name!r}; known: {known}")
+    return found.resolve()
+
+
+def _link_upstream(run: dict[str, Any], upstream: ResolvedRun, source: str, blame: "_Blame") -> None:
+    """What the downstream row takes from, and must share with, the run it consumes."""
+    up = upstream.config
+    if up.engine not in TRAINING_ENGINES:
+        raise RecipeError(
+            f"{source}: key 'from': row '{up.row}' of {up.recipe_file} trains nothing ({up.engine})"
+        )
+    same = ["model", "model_kwargs", "last_block"]  # D.3: fine-tuning keeps the pre-training architecture
+    if run["engine"] == "evaluate":
+        same.append("data.dataset")  # the classifier's classes are the ones it was trained on
+    for key in same:
+        mine, theirs = OmegaConf.select(OmegaConf.create(run), key), OmegaConf.select(up, key)
+        if OmegaConf.is_config(theirs):
+            theirs = OmegaConf.to_container(theirs)
+        if OmegaConf.is_config(mine):
+            mine = OmegaConf.to_container(mine)
+        if mine != theirs:
+            raise RecipeError(
+                f"{blame(key)}: key '{key}': got {mine!r}, but the run it consumes (row '{up.row}' of "
+                f"{up.recipe_file}) has {theirs!r}: a {run['engine']} run keeps the upstream's"
+            )
+    if run["engine"] == "evaluate":
+        run["data"]["synthetic"] = OmegaConf.to_container(up.data.synthetic)
+    run["upstream"].update(uid=upstream.uid, folder=str(upstream.folder))
+
+
+def _upstream_runs(
+    path: Path, recipe: DictConfig, row: DictConfig, seeds: list[int], run: dict[str, Any], chain: tuple
+) -> dict[int, ResolvedRun]:
+    """The runs of the upstream row, one per seed of the downstream row, at the same scale, in the same
+    run store and with the same launcher."""
+    source = f"{path}: row '{row.id}'"
+    upstream_path = _upstream_recipe(path, row["from"].recipe, source)
+    if upstream_path in chain:
+        raise RecipeError(f"{source}: key 'from': a cycle of recipes: {' -> '.join(map(str, chain))}")
+    seed_list = ",".join(str(s) for s in seeds)
+    _, runs = load_recipe(
+        upstream_path,
+        [f"scale={recipe.scale}", f"seeds=[{seed_list}]", f"runs_root='{run['runs_root']}'"],
+        _chain=(*chain, upstream_path),
+    )
+    found = {r.seed: r for r in runs if row["from"].row in r.rows}
+    if not found:
+        known = sorted({row_id for r in runs for row_id in r.rows})
+        raise RecipeError(
+            f"{source}: key 'from.row': {upstream_path} has no row {row['from'].row!r}; known: "
+            + ", ".join(known)
+        )
+    for upstream in found.values():  # launched with the downstream's launcher, in the same store
+        upstream.row_config.launcher = run["launcher"]
+        upstream.__dict__.pop("config", None)
+    return found
+
+
 def load_recipe(
-    path: str | Path, overrides: list[str] | None = None, multirun: bool = False
+    path: str | Path, overrides: list[str] | None = None, multirun: bool = False, _chain: tuple = ()
 ) -> tuple[DictConfig, list[ResolvedRun]]:
     """Validate a recipe with its overrides and expand it into runs (rows x seeds x sweep points);
-    identical runs merge by uid."""
+    identical runs merge by uid. A row with `from:` gets the upstream run of its seed (`.upstream`), whose
+    uid is part of its own."""
     path = Path(path)
+    _chain = _chain or (path.resolve(),)
     parsed = parse(list(overrides or []), multirun)
     recipe, protocols = compose_recipe(path, parsed.recipe, parsed.protocols)
     _check_recipe(recipe, path)
@@ -306,12 +456,20 @@ def load_recipe(
             if recipe.scale == "local":
                 _to_local(run, recipe.local)
             _check_model(run, blame)
-            resolved = OmegaConf.create(run)
             seeds = [run["seed"]] if any(s.key == "seed" for s in point) else list(recipe.seeds)
+            upstreams: dict[int, ResolvedRun | None] = dict.fromkeys(seeds)
+            if run["upstream"] is not None:
+                upstreams.update(_upstream_runs(path, recipe, row, seeds, run, _chain))
+                _link_upstream(
+                    run, upstreams[run["seed"]] or upstreams[seeds[0]], f"{path}: row '{row.id}'", blame
+                )
+            resolved = OmegaConf.create(run)
             row_identity = identity(run)
             for seed in seeds:
-                uid = _uid_of({**row_identity, "seed": seed})
-                found = runs.setdefault(uid, ResolvedRun(uid, resolved, seed))
+                upstream = upstreams[seed]
+                linked = {"upstream": {**row_identity["upstream"], "uid": upstream.uid}} if upstream else {}
+                uid = _uid_of({**row_identity, "seed": seed, **linked})
+                found = runs.setdefault(uid, ResolvedRun(uid, resolved, seed, upstream=upstream))
                 found.rows = list(dict.fromkeys([*found.rows, row.id]))
                 found.sweeps = list(dict.fromkeys([*found.sweeps, sweep] if sweep else found.sweeps))
     return recipe, list(runs.values())

@@ -3,6 +3,8 @@
 config.yaml   the resolved run config (written once, before training)
 metrics.jsonl one line per finished epoch (rewritten from the checkpoint on resume: no duplicates)
 checkpoint.pt the last finished epoch (write to a temporary file, then rename)
+checkpoint-best.pt  the model of the best validation epoch (downstream runs may start from it)
+events.*      TensorBoard event files: losses, L_se, lr, validation metrics
 result.json   final and best top-1, wall time, GPU-hours, provenance: its presence means "done"
 failure.json  why a run stopped as failed (failure-rank<N>.json: another rank's own reason)
 heartbeat     touched while a worker trains: recent means "running"
@@ -19,6 +21,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 HEARTBEAT_FRESH_S = 15 * 60
+CHECKPOINT = "checkpoint.pt"  # the last finished epoch: everything needed to resume
+BEST_CHECKPOINT = "checkpoint-best.pt"  # the model of the epoch with the best validation top-1
+CHECKPOINTS = {"final": CHECKPOINT, "best": BEST_CHECKPOINT}  # what `from: {checkpoint: ...}` names
+
+
+def checkpoint_path(folder: Path, which: str) -> Path:
+    """The file a downstream run loads for `from: {checkpoint: final | best}`."""
+    return folder / CHECKPOINTS[which]
 
 
 def run_dir(config: DictConfig, uid: str) -> Path:
@@ -97,12 +107,31 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _metrics_line(result: dict[str, Any]) -> str:
+    """`top1 45.20 (best 46.10), top5 80.00` or `imagenet_a_top1 22.39, mce 51.60`: a result in a line."""
+    best = result.get("best") if isinstance(result.get("best"), dict) else {}
+    parts = []
+    for name, value in result["metrics"].items():
+        text = f"{name} {value:.2f}"
+        if _is_number(best.get(name)):
+            text += f" (best {best[name]:.2f})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
 def run_status(folder: Path) -> Status:
     if (folder / "result.json").exists():
         result = read_json(folder / "result.json")
-        if result is None or not {"final_top1", "best_top1"} <= result.keys():
+        if result is None:
             return Status("failed", "result.json is unreadable")
-        return Status("done", f"top-1 {result['final_top1']:.2f} (best {result['best_top1']:.2f})")
+        metrics = result.get("metrics")
+        if not isinstance(metrics, dict) or not all(map(_is_number, metrics.values())):
+            return Status("failed", "result.json has no metrics (a mapping of metric names to numbers)")
+        return Status("done", _metrics_line(result))
     failures = sorted(folder.glob("failure*.json"))
     if failures:  # one file per failing rank: the first to fail is the cause, the others often follow it
         readable = [data for data in map(read_json, failures) if data is not None]

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
+from harness.config.errors import field_at
 from harness.config.schema import IDENTITY, Run, field_types, schema_of
 from harness.recipe import identity, load_recipe, run_uid
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
@@ -78,7 +79,10 @@ def _leaves(node, prefix=""):
             yield path, value
 
 
-def _changed(value):
+def _changed(value, key=""):
+    nested = schema_of(field_at(Run, key)) if key else None
+    if value is None and nested is not None:  # an optional section (upstream): set every field of it
+        return {f.name: _changed(f.default) for f in dataclasses.fields(nested)}
     if isinstance(value, bool):
         return not value
     if isinstance(value, int | float):
@@ -98,7 +102,7 @@ def test_uid_follows_exactly_the_computed_fields(config):
     assert len(leaves) > 40
     for key, value in leaves:
         changed = config.copy()
-        OmegaConf.update(changed, key, _changed(value), force_add=True)
+        OmegaConf.update(changed, key, _changed(value, key), force_add=True)
         assert run_uid(changed) != base, f"changing {key} does not change the uid"
     identity_keys = {key for key, _ in leaves}
     others = [(k, v) for k, v in _leaves(OmegaConf.to_container(config)) if k not in identity_keys]

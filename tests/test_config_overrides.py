@@ -54,7 +54,7 @@ def test_null_lists_quoted_strings_and_mappings(tiny):
         assert run.config.protocol.clip_grad == 5.0 and run.config.launcher.partition is None
         assert run.config.protocol.description == "a, b"
         assert run.config.loss.sar and run.config.loss.weight == 0.1 and run.config.loss.variant == "entropy"
-    assert _runs(tiny, "paper.top1=null")[0].config.paper.top1 is None
+    assert _runs(tiny, "~paper.top1")[0].config.paper == {}
     merged = _runs(tiny, "model_kwargs={mlp_ratio: 2.0}")  # a mapping merges: keys a row lacks are added
     assert {(r.config.model_kwargs.mlp_ratio, r.config.model_kwargs.depth) for r in merged} == {(2.0, 2)}
 

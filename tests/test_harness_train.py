@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from harness.core.data import SeededRepeatAugSampler
 from harness.recipe import load_recipe
 from harness.results import read_metrics, run_dir, run_status
-from harness.train import _SeededRepeatAugSampler
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,9 @@ def test_inline_run_writes_the_whole_run_folder(tmp_path):
         ):
             assert all(key in r for r in records), key
         result = json.loads((folder / "result.json").read_text())
-        assert result["final_top1"] == records[-1]["val_top1"]
+        assert result["metrics"]["top1"] == records[-1]["val_top1"]
+        assert result["best"]["top1"] == max(r["val_top1"] for r in records)
+        assert (folder / "checkpoint-best.pt").exists() and list(folder.glob("events.out.tfevents.*"))
         assert result["provenance"]["git_commit"] and result["provenance"]["world_size"] == 1
         assert run_status(folder).state == "done"
     proc = _harness("run", str(recipe), *TINY_OVERRIDES, stdout=subprocess.PIPE, text=True)
@@ -120,7 +122,7 @@ def test_repeated_augmentation_order_follows_the_run_seed():
     dataset = list(range(48))
     orders = {}
     for seed in (0, 1):
-        sampler = _SeededRepeatAugSampler(dataset, 1, 0, selected_round=0, seed=seed)
+        sampler = SeededRepeatAugSampler(dataset, 1, 0, selected_round=0, seed=seed)
         sampler.set_epoch(0)
         orders[seed] = list(sampler)
     sampler.set_epoch(0)

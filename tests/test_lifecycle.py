@@ -130,8 +130,8 @@ def test_terminating_harness_run_stops_its_local_job(tmp_path):
 def test_a_second_trainer_does_not_start_and_a_stale_lock_is_taken_over(tmp_path):
     from omegaconf import OmegaConf
 
+    from harness.engines import train_run
     from harness.lifecycle import LOCK, RunLocked, trainer_lock
-    from harness.train import train_run
 
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     _, runs = load_recipe(recipe, [*TINY_OVERRIDES, "epochs=1"])
@@ -145,7 +145,7 @@ def test_a_second_trainer_does_not_start_and_a_stale_lock_is_taken_over(tmp_path
     assert not (run.folder / LOCK).exists()  # released
     stale = {"job_id": "999", "launcher": "local", "host": socket.gethostname(), "pid": _dead_pid()}
     (run.folder / LOCK).write_text(json.dumps(stale))
-    assert train_run(config, run.uid)["final_top1"] >= 0  # the dead holder's lock is taken over
+    assert train_run(config, run.uid)["metrics"]["top1"] >= 0  # the dead holder's lock is taken over
     assert not (run.folder / LOCK).exists()
 
 

@@ -1,23 +1,27 @@
 """Reports: golden Markdown for a run store built here, scorecard and gain arithmetic, broken run folders,
-HTML that parses and links only to files that exist, and byte-identical regeneration."""
+HTML that parses and links only to files that exist, and byte-identical regeneration; tables of other
+metrics (two metrics with their directions, the local mCE normalised by the baseline row, a pivoted group
+of datasets, the Jaccard's void pixels) and Fig. 3's quoted points."""
 
 import json
 import math
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import matplotlib.axes
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from harness.eval import keep_mass
+from harness.eval import CORRUPTIONS, EXTRA_CORRUPTIONS, keep_mass
 from harness.recipe import load_recipe
-from harness.report import format
-from harness.report.aggregate import scorecard
-from harness.report.render import render_index, render_table
+from harness.report import figures, format
+from harness.report.aggregate import RunRecord, cells, jaccard_void, scorecard
+from harness.report.render import render_index, render_table, report_stem, write_report
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny-report.md"
@@ -40,8 +44,8 @@ def _store(recipe: Path, seeds: int = 2) -> list:
             "world_size": 1,
         }
         result = {
-            "final_top1": top1,
-            "best_top1": top1,
+            "metrics": {"top1": top1, "top5": 90.0},
+            "best": {"top1": top1, "epoch": 3},
             "gpu_hours": 0.0,
             "wall_time_s": 360.0,
             "provenance": provenance,
@@ -105,7 +109,7 @@ def test_broken_run_folders_are_reported_not_fatal(tmp_path):
     with open(base.folder / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 4, "val_t')  # truncated line
     (base.folder / "checkpoint.pt").write_bytes(b"")
-    (sar.folder / "result.json").write_text('{"final_top1": 4')  # half-written
+    (sar.folder / "result.json").write_text('{"metrics": {"top1": 4')  # half-written
     text = _render(recipe, tmp_path / "reports", seeds=1)
     assert "metrics.jsonl line 4 is unreadable" in text
     assert "checkpoint.pt is empty" in text
@@ -176,3 +180,165 @@ def test_report_all_takes_overrides(tmp_path, capsys):
         assert (tmp_path / f"{name}.html").is_file()
     index = (tmp_path / "index.html").read_text()
     assert "table1-local.html" in index and "local" in index
+
+
+# Tables of other metrics (Tabs. 4, 5, 6): recipes and results built by hand, as the evaluate and finetune
+# engines would write them.
+
+
+def _recipe(rows: list[dict[str, Any]], metrics: list[str], scale: str = "paper") -> DictConfig:
+    row_defaults = {"group": "", "column": "", "baseline": None, "loss": {"sar": False, "weight": 0.0}}
+    return OmegaConf.create(
+        {
+            "name": "t",
+            "title": "T: a test table",
+            "reproduces": "nothing",
+            "scale": scale,
+            "metrics": metrics,
+            "lambda_sweep": None,
+            "rows": [{**row_defaults, "paper": {}, "paper_points": {}, **row} for row in rows],
+        }
+    )
+
+
+def _record(row: str, seed: int = 0, curve: tuple[dict[str, float], ...] = (), **result: Any) -> RunRecord:
+    return RunRecord(f"{row}-{seed}", [row], seed, "done", "", Path("."), result, list(curve))
+
+
+def _markdown(recipe: DictConfig, records: list[RunRecord], out: Path) -> str:
+    write_report(recipe, records, out, tolerance=0.5, recipe_file="t.yaml")
+    return (out / f"{report_stem(recipe)}.md").read_text()
+
+
+TAB5 = [
+    {"id": "vit", "label": "ViT-S/16", "paper": {"imagenet_a_top1": 19.2, "mce": 52.8}},
+    {
+        "id": "sar",
+        "label": "ViT-S/16 + SAR",
+        "baseline": "vit",
+        "paper": {"imagenet_a_top1": 22.39, "mce": 51.6},
+    },
+    {"id": "tv", "label": "ViT-S/16 + TV", "baseline": "vit"},
+]
+
+
+def test_two_metrics_with_their_directions(tmp_path):
+    recipe = _recipe(TAB5, ["imagenet_a_top1", "mce"])
+    records = [
+        _record("vit", metrics={"imagenet_a_top1": 20.0, "mce": 53.0}, mce_reference="alexnet"),
+        _record("sar", metrics={"imagenet_a_top1": 21.5, "mce": 51.8}, mce_reference="alexnet"),
+        _record("tv", metrics={"imagenet_a_top1": 19.0, "mce": 53.5}, mce_reference="alexnet"),
+    ]
+    frame = cells(recipe, records).set_index(["id", "metric"])
+    assert frame.loc[("sar", "mce"), "gain"] == pytest.approx(-1.2)
+    assert frame.loc[("sar", "mce"), "improved"] is True  # lower is better
+    assert frame.loc[("sar", "imagenet_a_top1"), "improved"] is True
+    assert frame.loc[("tv", "mce"), "improved"] is False
+    assert frame.loc[("vit", "mce"), "improved"] is None  # no baseline
+    assert frame.loc[("sar", "mce"), "direction"] == "lower"
+    card = scorecard(frame, tolerance=0.5)
+    assert (card.gains_compared, card.gains_same_sign) == (2, 2)  # the paper's gains: +3.19 and -1.2
+    text = _markdown(recipe, records, tmp_path)
+    assert (
+        "| Row | IN-A (Acc. ↑) ours | IN-A (Acc. ↑) paper | IN-A (Acc.) Δ "
+        "| IN-C (mCE ↓) ours | IN-C (mCE ↓) paper | IN-C (mCE) Δ |"
+    ) in text
+    assert (
+        "| ViT-S/16 + SAR | 21.50 (n=1) (+1.5) | 22.39 (+3.19) | -0.89 "
+        "| 51.80 (n=1) (-1.2) | 51.6 (-1.2) | +0.20 |"
+    ) in text
+    assert "| ViT-S/16 + TV | 19.00 (n=1) (-1) | - | - | 53.50 (n=1) (+0.5) | - | - |" in text
+    assert "IN-C (mCE ↓) is normalised by AlexNet (Hendrycks & Dietterich)." in text
+    html = (tmp_path / "t.html").read_text()
+    assert '<td class="better">51.80 (n=1) (-1.2)</td>' in html
+    assert '<td class="worse">53.50 (n=1) (+0.5)</td>' in html
+
+
+def _errors(corruptions: tuple[str, ...], base: float, step: float) -> dict[str, list[float]]:
+    return {c: [base + 0.02 * i + step * s for s in range(5)] for i, c in enumerate(corruptions)}
+
+
+def test_local_mce_is_normalised_by_the_baseline_row(tmp_path):
+    lost = [{"id": "lost", "label": "lost", "baseline": "ghost"}, {"id": "ghost", "label": "never run"}]
+    recipe = _recipe([*TAB5, *lost], ["mce"], "local")
+    vit = [_errors(CORRUPTIONS, 0.30, 0.05), _errors(CORRUPTIONS, 0.34, 0.05)]
+    sar = _errors(CORRUPTIONS + EXTRA_CORRUPTIONS, 0.25, 0.04)  # the 4 extra corruptions are not in the mCE
+    records = [
+        *[_record("vit", seed, metrics={}, imagenet_c_errors=e) for seed, e in enumerate(vit)],
+        _record("sar", metrics={}, imagenet_c_errors=sar),
+        _record("lost", metrics={}, imagenet_c_errors=sar),
+    ]
+    # 100 x mean over the 15 corruptions c of sum_s E_sar[c][s] / sum_s R[c][s], R the mean of vit's 2 seeds
+    reference = {c: [(vit[0][c][s] + vit[1][c][s]) / 2 for s in range(5)] for c in CORRUPTIONS}
+    expected = 100 * sum(sum(sar[c]) / sum(reference[c]) for c in CORRUPTIONS) / 15
+    frame = cells(recipe, records).set_index("id")
+    assert frame.loc["sar", "mean"] == pytest.approx(expected, rel=1e-12)
+    assert expected < 100 and frame.loc["sar", "improved"] is True
+    assert frame.loc["vit", "mean"] == pytest.approx(100.0)  # no baseline: its own reference
+    assert frame.loc["vit", "n"] == 2 and frame.loc["vit", "std"] > 0
+    assert math.isnan(frame.loc["tv", "mean"]) and frame.loc["tv", "state"] == "not run"
+    assert frame.loc["lost", "state"] == "unavailable"
+    text = _markdown(recipe, records, tmp_path)
+    assert "unavailable: the reference row never run has no ImageNet-C errors" in text
+    assert (
+        "IN-C (mCE ↓) is normalised by the local baseline rows ViT-S/16, never run: there is no AlexNet"
+        in text
+    )
+
+
+TAB4 = [
+    {"id": f"{model}/{data}", "label": label, "column": column, "group": "4", "paper": {"top1": paper}}
+    | ({"baseline": f"vit/{data}"} if model == "sar" else {})
+    for data, column, papers in (("c10", "CIFAR-10", (98.5, 98.7)), ("c100", "CIFAR-100", (88.1, 89.1)))
+    for (model, label), paper in zip((("vit", "ViT-S/16"), ("sar", "ViT-S/16 + SAR")), papers, strict=True)
+]
+
+
+def test_a_pivoted_group_of_datasets(tmp_path):
+    records = [
+        _record("vit/c10", metrics={"top1": 98.0, "top5": 99.9}),
+        _record("sar/c10", metrics={"top1": 98.5, "top5": 99.9}),
+        _record("vit/c100", metrics={"top1": 87.0}),
+    ]
+    text = _markdown(_recipe(TAB4, ["top1"]), records, tmp_path)
+    assert (
+        "| Model | CIFAR-10 Top-1 ↑ ours | CIFAR-10 Top-1 ↑ paper | CIFAR-100 Top-1 ↑ ours "
+        "| CIFAR-100 Top-1 ↑ paper |"
+    ) in text
+    assert "| ViT-S/16 + SAR | 98.50 (n=1) (+0.5) | 98.7 (+0.2) | not run | 89.1 (+1) |" in text
+    text = _markdown(_recipe(TAB4, ["top1", "top5"]), records, tmp_path)
+    header = next(line for line in text.splitlines() if line.startswith("| Model"))
+    assert header.split(" | ")[1:5] == [
+        "CIFAR-10 Top-1 ↑ ours",
+        "CIFAR-10 Top-1 ↑ paper",
+        "CIFAR-10 Top-5 ↑ ours",
+        "CIFAR-10 Top-5 ↑ paper",
+    ]
+    assert (
+        "| ViT-S/16 | 98.00 (n=1) | 98.5 | 99.90 (n=1) | - "
+        "| 87.00 (n=1) | 88.1 | unavailable: result.json has no 'top5' | - |"
+    ) in text
+
+
+def test_the_report_says_how_void_pixels_entered_the_jaccard(tmp_path):
+    recipe = _recipe([{"id": "vit", "label": "ViT-S/16", "paper": {"jaccard": 31.2}}], ["jaccard"])
+    assert jaccard_void([]) is None
+    excluded = [_record("vit", seed, metrics={"jaccard": 30.0}, jaccard_void="excluded") for seed in (0, 1)]
+    assert "Jaccard ↑: VOC's void pixels (label 255) were excluded" in _markdown(recipe, excluded, tmp_path)
+    included = _record("vit", 2, metrics={"jaccard": 29.0}, jaccard_void="included")
+    assert jaccard_void([included]) == "included"
+    assert "Jaccard ↑: VOC's void pixels mixed: some runs excluded them" in _markdown(
+        recipe, [*excluded, included], tmp_path
+    )
+
+
+def test_figure3_quotes_the_papers_points(tmp_path, monkeypatch):
+    rows = [
+        {"id": "vit", "label": "ViT-S/16", "paper_points": {300: 79.8}},
+        {"id": "sar", "label": "ViT-S/16 + SAR", "paper_points": {250: 79.9, 300: 80.7}},
+    ]
+    curve = ({"epoch": 1, "val_top1": 10.0}, {"epoch": 2, "val_top1": 20.0})
+    drawn = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda ax, x, y, **_: drawn.append((x[0], y[0])))
+    assert figures.curves(_recipe(rows, ["top1"]), [_record("vit", curve=curve)], tmp_path / "c.png", "paper")
+    assert sorted(drawn) == [(250, 79.9), (300, 79.8), (300, 80.7)]

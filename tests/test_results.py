@@ -38,9 +38,13 @@ def test_run_states(tmp_path):
     assert run_status(tmp_path).state == "pending"  # a worker that died without a word
     atomic_write_json(tmp_path / "failure.json", {"reason": "the loss was non-finite"})
     assert (run_status(tmp_path).state, run_status(tmp_path).detail) == ("failed", "the loss was non-finite")
-    atomic_write_json(tmp_path / "result.json", {"final_top1": 71.5, "best_top1": 72.0})
-    assert run_status(tmp_path).state == "done"
-    (tmp_path / "result.json").write_text('{"final_top1": 7')  # half-written by hand or a broken disk
+    result = {"metrics": {"top1": 71.5, "top5": 90.0}, "best": {"top1": 72.0, "epoch": 3}}
+    atomic_write_json(tmp_path / "result.json", result)
+    assert (run_status(tmp_path).state, run_status(tmp_path).detail) == (
+        "done",
+        "top1 71.50 (best 72.00), top5 90.00",
+    )
+    (tmp_path / "result.json").write_text('{"metrics": {"top1": 7')  # half-written by hand or a broken disk
     assert (run_status(tmp_path).state, run_status(tmp_path).detail) == (
         "failed",
         "result.json is unreadable",
@@ -48,3 +52,23 @@ def test_run_states(tmp_path):
     (tmp_path / "failure.json").write_text("{not json")
     (tmp_path / "result.json").unlink()
     assert run_status(tmp_path).detail == "failure.json is unreadable"
+
+
+def test_a_result_is_its_metrics_by_name(tmp_path):
+    evaluated = {"metrics": {"imagenet_a_top1": 22.39, "mce": 51.6}, "mce_reference": "alexnet"}
+    atomic_write_json(tmp_path / "result.json", evaluated)
+    assert (run_status(tmp_path).state, run_status(tmp_path).detail) == (
+        "done",
+        "imagenet_a_top1 22.39, mce 51.60",
+    )
+    for broken in (
+        {"final_top1": 71.5, "best_top1": 72.0},
+        {"metrics": [71.5]},
+        {"metrics": {"top1": "71.5"}},
+    ):
+        atomic_write_json(tmp_path / "result.json", broken)
+        status = run_status(tmp_path)
+        assert (status.state, status.detail) == (
+            "failed",
+            "result.json has no metrics (a mapping of metric names to numbers)",
+        ), broken

@@ -108,7 +108,7 @@ def test_harness_run_on_slurm(tmp_path):
             pytest.fail(f"{len(results)}/2 result.json after 120 s; submitit logs:\n{logs}")
         time.sleep(2)
     for path in results:
-        top1 = json.loads(path.read_text())["final_top1"]
+        top1 = json.loads(path.read_text())["metrics"]["top1"]
         assert isinstance(top1, float | int) and 0 <= top1 <= 100, top1
 
 
@@ -270,3 +270,62 @@ def test_a_snapshot_job_runs_the_code_it_was_submitted_with(tmp_path):
         assert (
             Path(start["code_dir"]).parent == tmp_path / "runs" / "_snapshots" and start["git_commit"] == head
         )
+
+
+SMALL_JOB = "{gpus_per_node: 0, cpus_per_task: 1, mem_gb: 2, timeout_min: 10}"
+
+
+def _pipeline(tmp_path: Path, batch_size: int = 16) -> tuple[Path, list[str]]:
+    """A downstream recipe fine-tuning the tiny recipe's `base` run, both as small Slurm jobs."""
+    from tests.test_pipeline import finetune_row, write_downstream, write_upstream
+
+    runs = tmp_path / "runs"
+    upstream = write_upstream(tmp_path, runs, batch_size=batch_size, resources=SMALL_JOB)
+    down = write_downstream(tmp_path, runs, [finetune_row("ft", str(upstream))], resources=SMALL_JOB)
+    return down, ["launcher=slurm", f"launcher.folder={tmp_path / 'submitit'}"]
+
+
+def _sacct(job: str, fields: str) -> list[str]:
+    proc = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job, "-o", fields], capture_output=True, text=True, check=True
+    )
+    return proc.stdout.strip().splitlines()[0].split("|")
+
+
+def test_a_pipeline_is_one_submission_whose_downstream_job_waits_with_afterok(tmp_path):
+    from harness.lifecycle import read_submission, run_states
+    from harness.recipe import load_recipe
+
+    down, overrides = _pipeline(tmp_path)
+    proc = _harness("run", str(down), *overrides)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, (run,) = load_recipe(down, overrides)
+    upstream_job = read_submission(run.upstream.folder)["job_id"]
+    downstream_job = read_submission(run.folder)["job_id"]
+    assert f"submitted to Slurm as job {downstream_job}, after job {upstream_job}" in proc.stdout
+    shown = subprocess.run(["scontrol", "show", "job", downstream_job], capture_output=True, text=True).stdout
+    assert f"Dependency=afterok:{upstream_job}" in shown, shown  # asked at once: the upstream still runs
+    folders = [run.upstream.folder, run.folder]
+    _wait_until(lambda: all(not s.live for s in run_states(folders)), 240, "both ended")
+    assert [s.state for s in run_states(folders)] == ["done", "done"], run_states(folders)
+    upstream_end = _sacct(upstream_job, "End")[0]
+    downstream_start = _sacct(downstream_job, "Start")[0]
+    assert downstream_start >= upstream_end, (upstream_end, downstream_start)  # ISO times sort as text
+
+
+def test_the_downstream_job_of_a_failed_upstream_job_is_cancelled(tmp_path):
+    from harness.lifecycle import read_submission, run_states
+    from harness.recipe import load_recipe
+
+    down, overrides = _pipeline(tmp_path, batch_size=1000)  # larger than the training set: fails at once
+    proc = _harness("run", str(down), *overrides)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, (run,) = load_recipe(down, overrides)
+    folders = [run.upstream.folder, run.folder]
+    _wait_until(lambda: all(not s.live for s in run_states(folders)), 180, "both ended")
+    upstream, downstream = run_states(folders)
+    assert upstream.state == "failed" and "smaller than one batch" in upstream.detail, upstream
+    assert downstream.state == "failed" and "CANCELLED" in downstream.detail, downstream
+    state, reason = _sacct(read_submission(run.folder)["job_id"], "State,Reason")
+    assert state.startswith("CANCELLED") and reason.startswith("Dependency"), (state, reason)
+    assert not (run.folder / "config.yaml").exists()  # it never started

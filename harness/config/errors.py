@@ -27,6 +27,9 @@ def field_at(schema: type, key: str) -> Any:
             if annotation is not None and getattr(annotation, "__origin__", None) is list:
                 annotation = annotation.__args__[0]
             continue
+        if getattr(annotation, "__origin__", None) is dict:  # a free-form mapping: any key, typed values
+            annotation = annotation.__args__[1]
+            continue
         nested = schema_of(annotation)
         if nested is None:
             return None
@@ -60,8 +63,11 @@ def describe(error: BaseException, schema: type) -> str:
         return f"key '{key}': missing value"
     if isinstance(inner, ValidationError):
         owner, leaf = getattr(inner, "object_type", None), getattr(inner, "key", None)
+        mapping = getattr(inner, "ref_type", None)
         if dataclasses.is_dataclass(owner) and isinstance(leaf, str) and leaf in field_types(owner):
             annotation = field_types(owner)[leaf]
+        elif owner is dict and getattr(mapping, "__origin__", None) is dict:  # a value of a typed mapping
+            annotation = mapping.__args__[1]
         else:
             annotation = field_at(schema, key)
         expected = describe_type(annotation) if annotation is not None else "another type"

@@ -64,7 +64,13 @@ def _parser() -> OverridesParser:
 
 @functools.cache
 def _run_template() -> DictConfig:
-    return OmegaConf.structured(Run)
+    """A Run to type override values against, its optional sections (upstream) present."""
+    template = OmegaConf.structured(Run)
+    for name, annotation in field_types(Run).items():
+        nested = schema_of(annotation)
+        if nested is not None and template[name] is None:
+            template[name] = OmegaConf.structured(nested)
+    return template
 
 
 def parse(texts: list[str], multirun: bool) -> Overrides:
@@ -199,6 +205,8 @@ def apply(run: dict[str, Any], settings: tuple[Setting, ...], row: str) -> None:
         *path, leaf = s.key.split(".")
         parent = run
         for part in path:
+            if part in parent and parent[part] is None:  # an optional section this row does not have
+                raise RecipeError(f"override {s.text!r}: row '{row}' has no '{part}' whose key to set")
             if not isinstance(parent.get(part), dict):
                 parent[part] = {}
             parent = parent[part]

@@ -49,6 +49,7 @@ class Protocol:
     min_lr: float = computed()
     warmup_lr: float = computed()
     warmup_epochs: int = computed()
+    lr_per_step: bool = computed()  # the cosine and its warm-up advance every iteration, not every epoch
     weight_decay: float = computed()
     opt_eps: float = computed()  # weight decay never applies to norms, biases and tokens (timm's factory)
     drop_path: float = computed()
@@ -137,18 +138,36 @@ class Launcher:
 
 
 @dataclass
-class Paper:
-    """The paper's numbers for a cell: what our run is compared with."""
+class Upstream:
+    """The run a row starts from (finetune) or evaluates (evaluate): a row of another recipe, at the same
+    scale and seed. Its uid, filled in when the recipe is resolved, is part of the downstream identity."""
 
-    top1: float | None = incidental(None)
-    top5: float | None = incidental(None)
-    points: dict[int, float] = incidental(factory=dict)  # epoch -> top-1 quoted in the text (Fig. 3)
+    recipe: str = incidental()  # a recipe name in recipes/ (e.g. table2) or a path to a recipe file
+    row: str = incidental()
+    checkpoint: str = computed("final")  # final | best (the epoch of the best validation top-1)
+    uid: str = computed("")  # set by the resolver, never by hand
+    folder: str = incidental("")  # the upstream run's folder, set by the resolver
+
+
+@dataclass
+class Evaluation:
+    """What an `evaluate` run measures (metric names of harness.eval.METRICS) and how."""
+
+    metrics: list[str] = computed(factory=list)
+    input_size: int | None = computed(None)  # None: the run's data.input_size (Tab. 6: 480, DINO-style)
+    keep_mass: float = computed(0.6)  # the Jaccard keeps the smallest set of cells with this mass
+    exclude_void: bool = computed(True)  # False: VOC's void pixels count, as SAR's public script does
+    roots: dict[str, str] = incidental(factory=dict)  # evaluation dataset name -> its root on this machine
+    batch_size: int = incidental(128)
 
 
 @dataclass
 class Train:
     max_nonfinite_steps: int = incidental(10)  # consecutive non-finite losses before the run fails
     eval_every: int = computed(1)  # decides which epochs are evaluated, hence the best top-1
+    amp: str = computed("bf16")  # bf16 | fp16 (with a GradScaler: V100s have no bf16) | off; CUDA only
+    log_every: int = incidental(50)  # steps between host syncs: the finiteness check, loss logging
+    tensorboard: bool = incidental(True)  # event files in the run folder: losses, L_se, lr, val metrics
     heartbeat_every_s: float = incidental(2.0)  # how often a worker says where it is (progress, `status`)
     progress: bool = incidental(True)
     allow_code_change: bool = incidental(False)  # resume on another commit than the run started on
@@ -164,6 +183,8 @@ class Run:
     group: str = incidental("")
     column: str = incidental("")
     scale: str = computed("paper")
+    engine: str = computed("supervised")  # supervised | finetune | evaluate (harness.engines)
+    upstream: Upstream | None = computed(None)  # the run this one fine-tunes or evaluates
     model: str = computed()
     model_kwargs: dict[str, Any] = computed(factory=dict)
     last_block: str = computed("standard")
@@ -172,8 +193,10 @@ class Run:
     protocol: Protocol = computed(factory=Protocol)
     epochs: int = computed()
     seed: int = computed(0)
-    paper: Paper = incidental(factory=Paper)
+    paper: dict[str, float] = incidental(factory=dict)  # metric name -> the paper's value
+    paper_points: dict[int, float] = incidental(factory=dict)  # epoch -> top-1 quoted in the text (Fig. 3)
     train: Train = computed(factory=Train)
+    eval: Evaluation = computed(factory=Evaluation)
     resources: Resources = incidental(factory=Resources)
     launcher: Launcher = incidental(factory=Launcher)
     runs_root: str = incidental()  # absolute: see harness.config.runs_root
@@ -181,9 +204,24 @@ class Run:
     recipe_sha256: str = incidental("")
 
 
-@dataclass
+def _with_keyword_field(name: str, annotation: Any, default: Any) -> Any:
+    """Adds a field whose name is a Python keyword (`from:` in a recipe row) before @dataclass runs: kept
+    out of the generated __init__, __repr__ and __eq__, whose code could not name it. OmegaConf reads
+    fields by name, so composition, validation and overrides treat it like any other."""
+
+    def add(cls: type) -> type:
+        cls.__annotations__[name] = annotation
+        setattr(cls, name, dataclasses.field(default=default, init=False, repr=False, compare=False))
+        return cls
+
+    return add
+
+
+@dataclass(eq=False)
+@_with_keyword_field("from", Upstream | None, None)
 class Row:
-    """A table row as written in a recipe; unset fields inherit the recipe's top-level values."""
+    """A table row as written in a recipe; unset fields inherit the recipe's top-level values. `from:
+    {recipe, row, checkpoint}` names the upstream run a finetune or evaluate row consumes."""
 
     id: str = MISSING
     label: str = MISSING
@@ -193,11 +231,13 @@ class Row:
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     last_block: str = "standard"
     protocol: str | None = None  # an option of the `protocol` config group; default: the recipe's
+    engine: str | None = None  # default: the recipe's
     dataset: str | None = None
     epochs: int | None = None
     loss: Loss = dataclasses.field(default_factory=Loss)
     fraction: float | None = None
-    paper: Paper = dataclasses.field(default_factory=Paper)
+    paper: dict[str, float] = dataclasses.field(default_factory=dict)  # metric name -> value
+    paper_points: dict[int, float] = dataclasses.field(default_factory=dict)  # Fig. 3: epoch -> top-1
     baseline: str | None = None  # id of the row this one improves on: the report shows the gain over it
 
 
@@ -210,6 +250,9 @@ class Local:
     batch_size: int = 64
     repeated_aug: bool = False
     synthetic: Synthetic = dataclasses.field(default_factory=Synthetic)
+    # a transfer target (Tab. 4) keeps its class count, on about this many synthetic images in all
+    target_train_images: int = 1000
+    target_val_images: int = 500
     num_workers: int = 0
     cpus: int = 2  # what a local-scale job asks Slurm for: no GPU, a few CPUs, a little memory
     mem_gb: int = 6
@@ -225,6 +268,8 @@ class Recipe:
     reproduces: str = MISSING  # which table or figure of the paper, in words
     store: str | None = None  # run-store folder (default: name); a figure may reuse a table's runs
     scale: str = "paper"
+    metrics: list[str] = dataclasses.field(default_factory=lambda: ["top1"])  # the table's metric columns
+    engine: str = "supervised"
     model: str | None = None
     protocol: Protocol | None = None  # composed from the `protocol` group by the defaults list
     dataset: str | None = None
@@ -235,6 +280,7 @@ class Recipe:
     lambda_sweep: str | None = None  # a group whose rows differ by lambda only: plotted against lambda
     local: Local = dataclasses.field(default_factory=Local)
     train: Train = dataclasses.field(default_factory=Train)
+    eval: Evaluation = dataclasses.field(default_factory=Evaluation)
     resources: Resources = dataclasses.field(default_factory=Resources)
     launcher: Launcher = dataclasses.field(default_factory=Launcher)
     runs_root: str | None = None  # the run store; default: $SAR_RUNS, else runs/ in the project
@@ -242,7 +288,21 @@ class Recipe:
 
 SCHEMAS: dict[str, type] = {
     s.__name__: s
-    for s in (Protocol, Loss, Synthetic, Data, Resources, Launcher, Paper, Train, Run, Row, Local, Recipe)
+    for s in (
+        Protocol,
+        Loss,
+        Synthetic,
+        Data,
+        Resources,
+        Launcher,
+        Upstream,
+        Evaluation,
+        Train,
+        Run,
+        Row,
+        Local,
+        Recipe,
+    )
 }
 
 

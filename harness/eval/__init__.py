@@ -17,12 +17,13 @@ from harness.eval.corruption import (
     mce,
     mean_corruption_error,
 )
-from harness.eval.registry import METRICS, Metric
+from harness.eval.registry import EVALUATIONS, METRICS, Metric
 from harness.eval.segmentation import KEEP_MASS, VOID, best_head_jaccard, jaccard, keep_mass
 
 __all__ = [
     "ALEXNET_ERRORS",
     "CORRUPTIONS",
+    "EVALUATIONS",
     "EXTRA_CORRUPTIONS",
     "KEEP_MASS",
     "METRICS",

@@ -13,6 +13,7 @@ class Metric:
     direction: Direction
     description: str
     unit: str
+    dataset: str | None = None  # the evaluation-only dataset an `evaluate` run measures it on
 
     def __post_init__(self):
         if self.direction not in ("higher", "lower"):
@@ -35,6 +36,7 @@ METRICS: dict[str, Metric] = {
             "higher",
             "ImageNet-A top-1 accuracy over the 200 ImageNet-A classes' logits (imagenet_a_accuracy, Tab. 5)",
             "%",
+            "imagenet_a",
         ),
         Metric(
             "mce",
@@ -42,6 +44,7 @@ METRICS: dict[str, Metric] = {
             "ImageNet-C mean corruption error over the 15 corruptions, each normalised by AlexNet's "
             "(mce, Tab. 5)",
             "%",
+            "imagenet_c",
         ),
         Metric(
             "mean_corruption_error",
@@ -49,13 +52,18 @@ METRICS: dict[str, Metric] = {
             "ImageNet-C error averaged over the corruptions and severities, not normalised "
             "(mean_corruption_error)",
             "%",
+            "imagenet_c",
         ),
         Metric(
             "jaccard",
             "higher",
             "PASCAL VOC-12 Jaccard of the 60%-mass last-block [CLS] attention, best head per class, "
-            "mean over the images (best_head_jaccard; Tabs. 6 and 9b print it x100)",
-            "fraction",
+            "mean over the images, x100 as Tabs. 6 and 9b print it (best_head_jaccard)",
+            "%",
+            "voc2012",
         ),
     )
 }
+
+# what an `evaluate` run can measure: metric name -> the dataset it needs
+EVALUATIONS: dict[str, str] = {name: m.dataset for name, m in METRICS.items() if m.dataset is not None}

@@ -11,6 +11,8 @@ import pandas as pd
 import seaborn as sns
 from omegaconf import DictConfig
 
+from harness.eval import METRICS
+from harness.report import format
 from harness.report.aggregate import RunRecord
 
 
@@ -53,7 +55,7 @@ def curves(recipe: DictConfig, records: list[RunRecord], path: Path, scale: str)
         )
     if scale == "paper":  # the paper's quoted points are in its epochs, which only paper scale shares
         for row in recipe.rows:
-            for epoch, value in row.paper.points.items():
+            for epoch, value in row.paper_points.items():
                 ax.scatter([epoch], [value], marker="*", s=140, color="black", zorder=5)
                 ax.annotate(
                     f"paper: {row.label}",
@@ -71,10 +73,13 @@ def curves(recipe: DictConfig, records: list[RunRecord], path: Path, scale: str)
 
 
 def lambda_sweep(recipe: DictConfig, frame: pd.DataFrame, path: Path, scale: str) -> bool:
-    """Top-1 against lambda for the recipe's `lambda_sweep` group: ours (mean +- std) and the paper's."""
-    group = frame[frame["group"] == recipe.lambda_sweep]
+    """The table's first metric against lambda for the recipe's `lambda_sweep` group: ours (mean +- std)
+    and the paper's."""
+    metric = recipe.metrics[0]
+    group = frame[(frame["group"] == recipe.lambda_sweep) & (frame["metric"] == metric)]
     if group.empty:
         return False
+    name = f"{format.name(metric)} ({METRICS[metric].unit})"
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(6, 4))
     x = [f"{w:g}" for w in group["weight"]]
@@ -85,9 +90,9 @@ def lambda_sweep(recipe: DictConfig, frame: pd.DataFrame, path: Path, scale: str
         x, group["mean"], yerr=group["std"].fillna(0), marker="s", capsize=3, label=f"ours ({scale} scale)"
     )
     ax.set_xlabel("lambda (weight of the spatial entropy loss)")
-    ax.set_ylabel("top-1 (%)" if scale == "paper" else "paper top-1 (%)")
+    ax.set_ylabel(name if scale == "paper" else f"paper {name}")
     if ours_ax is not ax:
-        ours_ax.set_ylabel(f"our top-1 (%), {scale} scale")
+        ours_ax.set_ylabel(f"our {name}, {scale} scale")
         ours_ax.grid(False)
     ax.set_title(recipe.title.split(",")[0] + f": lambda sweep ({scale} scale)", fontsize=10)
     ax.legend(handles=[paper_line[0], ours_line], fontsize=8)

@@ -1,7 +1,31 @@
-"""How a cell reads: ours as mean +- std (n), gains written as the paper writes them, e.g. `76.72 (+2.5)`."""
+"""How a cell reads: ours as mean +- std (n), gains written as the paper writes them, e.g. `76.72 (+2.5)` or
+`51.6 (-1.2)`, and column headers as the paper names them, with an arrow for the better direction."""
 
 import math
 from typing import Any
+
+from harness.eval import METRICS
+
+# the paper's column names (Tab. 5: "IN-A (Acc.)", "IN-C (mCE)"); a metric missing here shows its name
+NAMES = {
+    "top1": "Top-1",
+    "top5": "Top-5",
+    "imagenet_a_top1": "IN-A (Acc.)",
+    "mce": "IN-C (mCE)",
+    "mean_corruption_error": "IN-C (mean error)",
+    "jaccard": "Jaccard",
+}
+ARROWS = {"higher": "↑", "lower": "↓"}
+
+
+def name(metric: str) -> str:
+    return NAMES.get(metric, metric)
+
+
+def header(metric: str) -> str:
+    """`Top-1 ↑`, `IN-C (mCE ↓)`: the arrow points the way that is better, inside the paper's brackets."""
+    text, arrow = name(metric), ARROWS[METRICS[metric].direction]
+    return f"{text[:-1]} {arrow})" if text.endswith(")") else f"{text} {arrow}"
 
 
 def gain(value: float) -> str:
@@ -10,15 +34,23 @@ def gain(value: float) -> str:
     return text if text not in ("+", "-") else "+0"
 
 
+def _without_value(cell: dict[str, Any]) -> str:
+    """What a cell with no value from any seed says instead."""
+    state = cell["state"]
+    if state in ("not run", "pending"):
+        return "not run"
+    if "failed" in state:
+        return f"failed: {cell['failure']}"
+    if "running" in state:
+        return f"running ({cell['running_epochs']} epochs done)"
+    if "unavailable" in state:
+        return f"unavailable: {cell['missing']}"
+    return state
+
+
 def ours(cell: dict[str, Any]) -> str:
     if cell["n"] == 0:
-        if cell["state"] == "not run" or cell["state"] == "pending":
-            return "not run"
-        if "failed" in cell["state"]:
-            return f"failed: {cell['failure']}"
-        if "running" in cell["state"]:
-            return f"running ({cell['running_epochs']} epochs done)"
-        return cell["state"]
+        return _without_value(cell)
     text = f"{cell['mean']:.2f}"
     if cell["n"] > 1:
         text += f" ± {cell['std']:.2f}"

@@ -11,7 +11,15 @@ from omegaconf import DictConfig
 
 from harness.recipe import load_recipe
 from harness.report import figures, format
-from harness.report.aggregate import RunRecord, Scorecard, cells, read_run, scorecard
+from harness.report.aggregate import (
+    RunRecord,
+    Scorecard,
+    cells,
+    jaccard_void,
+    mce_reference,
+    read_run,
+    scorecard,
+)
 from harness.report.attention import attention_figures
 from harness.results import atomic_write_text
 
@@ -27,39 +35,106 @@ BADGES = {
     "paper": "Scale: paper — the paper's protocol and data",
     "local": "Scale: local — synthetic data, small models: not a reproduction of the paper's numbers",
 }
+VOID_NOTES = {  # how the runs' Jaccard treated VOC's void pixels (aggregate.jaccard_void)
+    "excluded": "VOC's void pixels (label 255) were excluded, our default; SAR's public script counts them "
+    "(eval.exclude_void=false does the same).",
+    "included": "VOC's void pixels (label 255) were counted, as SAR's public script does "
+    "(eval.exclude_void=false).",
+    "mixed": "VOC's void pixels mixed: some runs excluded them and some counted them (the cells mix both).",
+    "not recorded": "the results do not say whether VOC's void pixels were excluded.",
+}
 
 
-def _groups(frame: pd.DataFrame, scale: str) -> list[dict[str, Any]]:
+def _entry(text: str, mark: str = "") -> dict[str, str]:
+    """A table cell: its text, and a mark the HTML colours (failed, pending, better, worse)."""
+    return {"text": text, "mark": mark}
+
+
+def _ours(cell: dict[str, Any]) -> dict[str, str]:
+    text = format.ours(cell)
+    if text.startswith("failed"):
+        return _entry(text, "failed")
+    if text == "not run":
+        return _entry(text, "pending")
+    if cell["improved"] is None:
+        return _entry(text)
+    return _entry(text, "better" if cell["improved"] else "worse")
+
+
+def _flat(part: pd.DataFrame, metrics: list[str], with_diff: bool) -> tuple[list[str], list[list[dict]]]:
+    """One line per row, for each metric: ours, the paper's and (at paper scale) the difference."""
+    headers = ["Row"]
+    for metric in metrics:
+        headers += [f"{format.header(metric)} ours", f"{format.header(metric)} paper"]
+        headers += [f"{format.name(metric)} Δ"] if with_diff else []
+    lines = []
+    for _, metric_cells in part.groupby("id", sort=False):
+        line = [_entry(metric_cells["label"].iloc[0])]
+        for cell in metric_cells.to_dict("records"):
+            line += [_ours(cell), _entry(format.paper(cell))]
+            line += [_entry(format.diff(cell))] if with_diff else []
+        lines.append(line)
+    return headers, lines
+
+
+def _pivoted(
+    part: pd.DataFrame, columns: list[str], metrics: list[str]
+) -> tuple[list[str], list[list[dict]]]:
+    """One line per label, for each of the paper's columns (epochs, datasets) and each metric: ours and
+    the paper's."""
+    headers = ["Model"] + [
+        f"{column} {format.header(metric)} {side}"
+        for column in columns
+        for metric in metrics
+        for side in ("ours", "paper")
+    ]
+    by_key = {(c["label"], c["column"], c["metric"]): c for c in part.to_dict("records")}
+    lines = []
+    for label in dict.fromkeys(part["label"]):
+        line = [_entry(label)]
+        for column in columns:
+            for metric in metrics:
+                cell = by_key.get((label, column, metric))
+                line += [_ours(cell), _entry(format.paper(cell))] if cell else [_entry("-"), _entry("-")]
+        lines.append(line)
+    return headers, lines
+
+
+def _groups(frame: pd.DataFrame, metrics: list[str], scale: str) -> list[dict[str, Any]]:
     """The paper's layout: one table per sub-table; a group with columns (e.g. epochs) is pivoted. The
     difference from the paper is shown at paper scale only: elsewhere it compares different things."""
     groups = []
     for name in dict.fromkeys(frame["group"]):
         part = frame[frame["group"] == name]
         columns = list(dict.fromkeys(c for c in part["column"] if c))
-        if columns:
-            headers = ["Model"] + [f"{c} {side}" for c in columns for side in ("ours", "paper")]
-            lines = []
-            for label in dict.fromkeys(part["label"]):
-                line = [label]
-                for column in columns:
-                    match = part[(part["label"] == label) & (part["column"] == column)]
-                    cell = match.iloc[0].to_dict() if len(match) else None
-                    line += [format.ours(cell), format.paper(cell)] if cell else ["-", "-"]
-                lines.append(line)
-        else:
-            with_diff = scale == "paper"
-            headers = ["Row", "Ours", "Paper", *(["Δ"] if with_diff else [])]
-            lines = [
-                [c["label"], format.ours(c), format.paper(c), *([format.diff(c)] if with_diff else [])]
-                for c in part.to_dict("records")
-            ]
+        headers, lines = (
+            _pivoted(part, columns, metrics) if columns else _flat(part, metrics, scale == "paper")
+        )
         groups.append({"title": f"({name})" if name else "Results", "headers": headers, "lines": lines})
     return groups
 
 
+def _notes(recipe: DictConfig, records: list[RunRecord]) -> list[str]:
+    """What a reader must know to read some columns: what normalised the mCE, how the Jaccard treated
+    VOC's void pixels (our default and SAR's public script differ)."""
+    notes = []
+    if "mce" in recipe.metrics:
+        text = f"{format.header('mce')} is normalised by {mce_reference(recipe)}"
+        if recipe.scale != "paper":
+            text += (
+                ": there is no AlexNet at local scale, so each row's errors are divided by its baseline "
+                "row's (mean over that row's seeds); a row without a baseline is its own reference (100)"
+            )
+        notes.append(text + ".")
+    void = jaccard_void(records) if "jaccard" in recipe.metrics else None
+    if void:
+        notes.append(f"{format.header('jaccard')}: " + VOID_NOTES.get(void, f"VOC's void pixels: {void}."))
+    return notes
+
+
 def _provenance(records: list[RunRecord]) -> dict[str, Any]:
     results = [r.result for r in records if r.result is not None]
-    prov = [r.get("provenance", {}) for r in results]
+    prov = [r["provenance"] for r in results if r.get("provenance")]
     packages = sorted({f"{k} {v}" for p in prov for k, v in p.get("packages", {}).items() if v})
     hardware = sorted({f"{p.get('host')} ({p.get('gpu') or 'CPU'} x{p.get('world_size')})" for p in prov})
     return {
@@ -74,38 +149,66 @@ def _provenance(records: list[RunRecord]) -> dict[str, Any]:
     }
 
 
+def _figures(
+    recipe: DictConfig, records: list[RunRecord], frame: pd.DataFrame, out: Path, attention_files: list[str]
+) -> list[dict[str, str]]:
+    """Draw the curves and the lambda sweep; the files and captions of those drawn and the attention maps."""
+    scale, stem = recipe.scale, report_stem(recipe)
+    shown = []
+    if figures.curves(recipe, records, out / "figures" / f"{stem}_curves.png", scale):
+        caption = f"Validation top-1 against epochs ({scale} scale)"
+        shown.append({"file": f"{stem}_curves.png", "caption": caption})
+    if recipe.lambda_sweep and figures.lambda_sweep(
+        recipe, frame, out / "figures" / f"{stem}_lambda.png", scale
+    ):
+        caption = f"{format.name(recipe.metrics[0])} against lambda ({scale} scale)"
+        shown.append({"file": f"{stem}_lambda.png", "caption": caption})
+    for file in attention_files:
+        what = "60% of the mass kept" if "thresholded" in file else "every head's last-block [CLS] attention"
+        shown.append({"file": file, "caption": f"Attention maps, {what} ({scale} scale)"})
+    return shown
+
+
+def report_stem(recipe: DictConfig) -> str:
+    """The reports' file name: the recipe's name, with the scale unless it is the paper's."""
+    return recipe.name if recipe.scale == "paper" else f"{recipe.name}-{recipe.scale}"
+
+
 def render_table(
     recipe_path: str | Path, overrides: list[str], out: Path, tolerance: float
 ) -> dict[str, Any]:
     """Write out/<name>.md, out/<name>.html and figures; returns the summary the index is built from."""
     recipe, runs = load_recipe(recipe_path, overrides)
     records = [read_run(run) for run in runs]
+    attention = attention_figures(recipe, runs, out, report_stem(recipe))
+    return write_report(recipe, records, out, tolerance, str(recipe_path), attention)
+
+
+def write_report(
+    recipe: DictConfig,
+    records: list[RunRecord],
+    out: Path,
+    tolerance: float,
+    recipe_file: str,
+    attention: tuple[list[str], list[str]] = ([], []),
+) -> dict[str, Any]:
+    """Write the reports of a recipe's runs, already read (`attention`: the files of the attention figures
+    already drawn, and the problems met drawing them); returns the summary the index is built from. Apart
+    from `render_table` so that records built elsewhere (tests, other stores) can be reported."""
     frame = cells(recipe, records)
     card = scorecard(frame, tolerance)
-    name, scale = recipe.name, recipe.scale
-    stem = f"{name}" if scale == "paper" else f"{name}-{scale}"
-    shown = []
-    if figures.curves(recipe, records, out / "figures" / f"{stem}_curves.png", scale):
-        shown.append(
-            {"file": f"{stem}_curves.png", "caption": f"Validation top-1 against epochs ({scale} scale)"}
-        )
-    if recipe.lambda_sweep and figures.lambda_sweep(
-        recipe, frame, out / "figures" / f"{stem}_lambda.png", scale
-    ):
-        shown.append({"file": f"{stem}_lambda.png", "caption": f"Top-1 against lambda ({scale} scale)"})
-    attention_files, attention_problems = attention_figures(recipe, runs, out, stem)
-    for file in attention_files:
-        what = "60% of the mass kept" if "thresholded" in file else "every head's last-block [CLS] attention"
-        shown.append({"file": file, "caption": f"Attention maps, {what} ({scale} scale)"})
+    scale, stem = recipe.scale, report_stem(recipe)
+    attention_files, attention_problems = attention
     context = {
         "title": recipe.title,
         "reproduces": recipe.reproduces,
-        "recipe_file": str(recipe_path),
+        "recipe_file": recipe_file,
         "scale": scale,
         "badge": BADGES[scale],
         "card": card,
-        "groups": _groups(frame, scale),
-        "figures": shown,
+        "groups": _groups(frame, list(recipe.metrics), scale),
+        "notes": _notes(recipe, records),
+        "figures": _figures(recipe, records, frame, out, attention_files),
         "problems": [f"{r.uid}: {p}" for r in records for p in r.problems] + attention_problems,
         "provenance": _provenance(records),
     }

@@ -1,0 +1,70 @@
+"""Checkpoints: written atomically, read with `weights_only=True`, and never loaded into a model they do
+not fit: a missing, unexpected or differently shaped key is refused by name (no silent `strict=False`)."""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+SHOWN = 8  # keys named per kind of mismatch; the count says how many more
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint's weights do not fit the model a run builds; the message names the keys."""
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    """Write a sibling temporary file, then rename: a crash leaves the previous checkpoint whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load(path: Path, what: str) -> dict[str, Any]:
+    """A checkpoint on the CPU; `what` says whose, for the error when it is gone."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: checkpoint {path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _listed(keys: list[str]) -> str:
+    more = f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else ""
+    return ", ".join(keys[:SHOWN]) + more
+
+
+def classifier_keys(model: nn.Module) -> set[str]:
+    """The state-dict keys of the model's classification head (timm's `pretrained_cfg['classifier']`)."""
+    prefixes = model.pretrained_cfg.get("classifier", "head")
+    prefixes = [prefixes] if isinstance(prefixes, str) else list(prefixes)
+    return {k for k in model.state_dict() if any(k == p or k.startswith(p + ".") for p in prefixes)}
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, skip: set[str] = frozenset()):
+    """Load `state` into `model`, every key and shape matching except the keys in `skip` (left as the model
+    initialised them, e.g. a new head); otherwise raise CheckpointMismatch naming the keys."""
+    expected = {k: v for k, v in model.state_dict().items() if k not in skip}
+    given = {k: v for k, v in state.items() if k not in skip}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in set(given) & set(expected)
+        if given[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{len(items)} {kind}: {_listed(items)}"
+        for kind, items in (
+            ("missing from the checkpoint", missing),
+            ("in the checkpoint but not in the model", unexpected),
+            ("with other shapes (checkpoint vs model)", shapes),
+        )
+        if items
+    ]
+    if problems:
+        raise CheckpointMismatch(
+            f"{source} does not fit {type(model).__name__}: "
+            + "; ".join(problems)
+            + " (e.g. a SAR last block has no norm2 weights: a run keeps its upstream's last_block)"
+        )
+    model.load_state_dict(given, strict=not skip)  # every key but the skipped ones was checked above

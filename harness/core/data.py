@@ -1,0 +1,176 @@
+"""Loaders whose numbers do not depend on the worker count and resume bit-for-bit: the shuffle is seeded
+by (run seed, epoch), each sample's augmentation by (run seed, epoch, rank, position) (`SeededSampler`),
+and the loaders draw their workers' base seeds from their own generators, not the global torch RNG (which
+the model's drop-path uses, and which a persistent-worker loader would otherwise draw from once per
+process, a single-process one once per epoch). Also the transforms, Mixup and the criterion of a protocol."""
+
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from timm.data import Mixup, create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+
+from harness import distributed
+from harness.core.rng import seeded
+from harness.data import SyntheticConfig, build_dataset, dataset_spec
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (e.g. the loss stayed non-finite); the reason lands in failure.json."""
+
+
+class SeededSampler(Sampler):
+    """Yields (index, key), key = (run seed, epoch, rank, position in this rank's epoch): the key, not
+    the worker that loads it (torch seeds a persistent worker once, when the process first iterates),
+    seeds the sample's augmentation in `SeededDataset`. Position, not index: repeated augmentation loads
+    an index several times an epoch, each time with its own draw."""
+
+    def __init__(self, sampler: Sampler, seed: int, rank: int) -> None:
+        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for position, index in enumerate(self.sampler):
+            yield index, (self.seed, self.epoch, self.rank, position)
+
+
+class SeededDataset(Dataset):
+    """Loads `dataset[index]` (transform included) under the global RNGs seeded from the sampler's key."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, tuple[int, ...]]) -> Any:
+        index, key = item
+        with seeded(*key):
+            return self.dataset[index]
+
+
+class SeededRepeatAugSampler(RepeatAugSampler):
+    """timm's RepeatAugSampler shuffles with `manual_seed(epoch)` whatever the run's seed; this one with
+    seed + epoch, as DistributedSampler does."""
+
+    def __init__(self, *args, seed: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(self.seed + epoch)
+
+
+def eval_transform(cfg: DictConfig, input_size: int | None = None):
+    """Resize to input_size / crop_pct, centre crop, normalise: DeiT's evaluation."""
+    size = input_size or cfg.data.input_size
+    return create_transform(size, is_training=False, interpolation="bicubic", crop_pct=cfg.protocol.crop_pct)
+
+
+def synthetic_config(cfg: DictConfig) -> SyntheticConfig:
+    return SyntheticConfig(**OmegaConf.to_container(cfg.data.synthetic))
+
+
+def datasets(cfg: DictConfig) -> tuple[Dataset, Dataset]:
+    """The run's train split (augmented as its protocol says) and val split."""
+    p, d = cfg.protocol, cfg.data
+    train_tf = create_transform(
+        d.input_size,
+        is_training=True,
+        color_jitter=p.color_jitter,
+        auto_augment=p.auto_augment,
+        interpolation=p.interpolation,
+        re_prob=p.reprob,
+        re_mode="pixel",
+        re_count=1,
+    )
+    common = {"root": d.root, "fraction_seed": d.fraction_seed, "synthetic": synthetic_config(cfg)}
+    train = build_dataset(d.dataset, "train", transform=train_tf, fraction=d.fraction, **common)
+    val = build_dataset(d.dataset, "val", transform=eval_transform(cfg), **common)
+    return train, val
+
+
+def num_classes(cfg: DictConfig) -> int:
+    if cfg.data.dataset == "synthetic":
+        return cfg.data.synthetic.num_classes
+    return dataset_spec(cfg.data.dataset).num_classes
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, world: distributed.World) -> DataLoader:
+    """This rank's share of `dataset`, in order (metrics are summed over ranks)."""
+    part = Subset(dataset, range(world.rank, len(dataset), world.size))
+    return DataLoader(
+        part, batch_size, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0)
+    )
+
+
+def train_loader(
+    cfg: DictConfig, train: Dataset, world: distributed.World
+) -> tuple[DataLoader, SeededSampler]:
+    """The train loader and its sampler (whose `set_epoch` each epoch calls)."""
+    if cfg.protocol.batch_size % world.size:
+        raise RunFailed(
+            f"protocol.batch_size {cfg.protocol.batch_size} is not divisible by {world.size} processes"
+        )
+    per_process = cfg.protocol.batch_size // world.size
+    # the same on every rank; hashed, since samplers seed with seed + epoch and runs' seeds are 0, 1, 2...
+    order_seed = int(np.random.SeedSequence([cfg.seed % 2**64, 0x5A3]).generate_state(1)[0])
+    if cfg.protocol.repeated_aug:
+        # DeiT rounds each epoch down to a multiple of 256 images, which would empty a tiny dataset
+        rounding = 256 if len(train) >= 256 * world.size else 0
+        order: Sampler = SeededRepeatAugSampler(
+            train, world.size, world.rank, shuffle=True, selected_round=rounding, seed=order_seed
+        )
+    else:
+        order = DistributedSampler(
+            train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=True
+        )
+    sampler = SeededSampler(order, cfg.seed, world.rank)
+    workers = cfg.data.num_workers
+    loader = DataLoader(
+        SeededDataset(train),
+        per_process,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    if len(loader) == 0:
+        raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")
+    return loader, sampler
+
+
+def mixup(protocol: DictConfig, classes: int) -> Mixup | None:
+    p = protocol
+    if p.mixup <= 0 and p.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=p.mixup,
+        cutmix_alpha=p.cutmix,
+        prob=p.mixup_prob,
+        switch_prob=p.mixup_switch_prob,
+        mode="batch",
+        label_smoothing=p.smoothing,
+        num_classes=classes,
+    )
+
+
+def criterion(protocol: DictConfig, mixup_fn: Mixup | None) -> nn.Module:
+    if mixup_fn is not None:
+        return SoftTargetCrossEntropy()
+    if protocol.smoothing > 0:
+        return LabelSmoothingCrossEntropy(protocol.smoothing)
+    return nn.CrossEntropyLoss()

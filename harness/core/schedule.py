@@ -1,0 +1,34 @@
+"""The learning rate of every step: cosine with linear warm-up, stepped per epoch (DeiT's `main.py`) or per
+iteration (Swin's, `protocol.lr_per_step`), through timm's scheduler so the curve is timm's."""
+
+from omegaconf import DictConfig
+from timm.scheduler import CosineLRScheduler
+from torch.optim import Optimizer
+
+
+class LrSchedule:
+    def __init__(self, optimizer: Optimizer, protocol: DictConfig, epochs: int, steps_per_epoch: int) -> None:
+        self.per_step, self.steps_per_epoch = protocol.lr_per_step, steps_per_epoch
+        unit = steps_per_epoch if self.per_step else 1
+        self.scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=epochs * unit,
+            lr_min=protocol.min_lr,
+            warmup_t=protocol.warmup_epochs * unit,
+            warmup_lr_init=protocol.warmup_lr,
+            cycle_limit=1,
+            t_in_epochs=not self.per_step,
+        )
+
+    def set(self, epoch: int, step: int) -> None:
+        """The rate for `step` (0-based) of `epoch` (0-based); per-epoch schedules change at step 0 only."""
+        if self.per_step:
+            self.scheduler.step_update(epoch * self.steps_per_epoch + step)
+        elif step == 0:
+            self.scheduler.step(epoch)
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)

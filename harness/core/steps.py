@@ -1,0 +1,91 @@
+"""A training step that never waits for the device: losses are summed on the device, a step whose
+gradients are not finite is skipped on the device (the fused AdamW reads `found_inf` itself, as it does
+under a GradScaler), and the host reads the sums once every `train.log_every` steps — where it also fails
+the run if the loss stayed non-finite too long. DeiT, DINO and MoCo-v3 call `.item()` once per step."""
+
+import math
+
+import torch
+from omegaconf import DictConfig
+from timm.optim import create_optimizer_v2
+from torch import nn
+from torch.distributed import ReduceOp, all_reduce
+
+from harness import distributed
+from harness.core.data import RunFailed
+from harness.core.precision import Precision
+
+TOTALS = ("loss", "ce", "aux", "steps", "skipped")
+
+
+def adamw(model: nn.Module, protocol: DictConfig) -> torch.optim.Optimizer:
+    """timm's AdamW (no weight decay on norms, biases and tokens), fused: it skips a step on the device."""
+    p = protocol
+    lr = p.lr * p.batch_size / p.lr_batch_ref if p.lr_batch_ref else p.lr
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=p.weight_decay, eps=p.opt_eps, fused=True)
+
+
+class StepTotals:
+    """Per-window sums of the step losses, kept on the device, and the streak of non-finite steps."""
+
+    def __init__(self, device: torch.device, max_nonfinite: int) -> None:
+        self.device, self.max_nonfinite = device, max_nonfinite
+        self.sums = torch.zeros(len(TOTALS), dtype=torch.float64, device=device)
+        self.streak = torch.zeros((), device=device)
+        self.longest = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, ce: torch.Tensor, aux: torch.Tensor, bad: torch.Tensor) -> None:
+        """`bad` (0. or 1., on the device) marks a skipped step: its losses are left out of the sums."""
+        values = torch.stack([loss.detach(), ce.detach(), aux.detach()]).double()
+        kept = torch.where(bad.bool(), torch.zeros_like(values), values)
+        self.sums += torch.cat([kept, (1 - bad).double()[None], bad.double()[None]])
+        self.streak = (self.streak + 1) * bad
+        self.longest = torch.maximum(self.longest, self.streak)
+
+    def read(self, world: distributed.World, where: str) -> dict[str, float]:
+        """The window's sums over every rank (one host sync), then a fresh window; raises RunFailed if the
+        loss was non-finite `train.max_nonfinite_steps` steps in a row."""
+        sums, longest = self.sums.clone(), self.longest.clone()
+        if world.size > 1:
+            all_reduce(sums)
+            all_reduce(longest, op=ReduceOp.MAX)
+        values = dict(zip(TOTALS, sums.tolist(), strict=True))
+        values["steps"] /= world.size
+        values["skipped"] /= world.size
+        if longest.item() >= self.max_nonfinite:
+            raise RunFailed(f"the loss was non-finite for {int(longest.item())} steps in a row ({where})")
+        self.sums.zero_()
+        self.longest.copy_(self.streak)  # a streak that crosses windows keeps counting
+        return values
+
+
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    precision: Precision,
+    clip: float | None,
+) -> torch.Tensor:
+    """Backward and update; returns 1. (on the device) if the step was skipped for non-finite values."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer.zero_grad(set_to_none=True)
+    scaler = precision.scaler
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = nn.utils.clip_grad_norm_(params, clip) if clip else nn.utils.get_total_norm(grads)
+    if scaler is not None:  # the scaler skips overflowing steps itself and lowers its scale
+        scaler.step(optimizer)
+        scaler.update()
+        return (~torch.isfinite(loss)).float()
+    bad = (~torch.isfinite(norm)).float()  # DDP's gradients agree on every rank, so do the skips
+    optimizer.found_inf = bad
+    optimizer.step()
+    return bad
+
+
+def mean(total: float, count: float) -> float:
+    return total / count if count else math.nan

@@ -1,0 +1,201 @@
+"""The supervised engine (Appendix D): each architecture's original protocol, via timm, plus SAR.
+
+L_tot = L_ce + lambda * L_se (Eq. 9), L_se from `sar.spatial_entropy` on the last block's similarity maps.
+Every epoch appends one line to metrics.jsonl and writes an atomic checkpoint holding everything needed to
+continue bit-for-bit (model, optimizer, schedule, scaler, RNG states of every rank, the metric records);
+starting a run whose checkpoint exists resumes it, and each epoch appears once in the log however often it
+was killed. The model of the best validated epoch is kept too, for downstream runs that ask for `best`.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from harness import distributed
+from harness.core import checkpoint
+from harness.core.data import criterion, datasets, eval_loader, mixup, num_classes, train_loader
+from harness.core.job import Heartbeat
+from harness.core.log import RunLog
+from harness.core.model import aux_loss, build_model, for_training
+from harness.core.precision import Precision
+from harness.core.rng import rng_state, seed_everything, set_rng_state
+from harness.core.schedule import LrSchedule
+from harness.core.steps import StepTotals, adamw, mean, optimizer_step
+from harness.provenance import provenance, record_start
+from harness.results import BEST_CHECKPOINT, CHECKPOINT
+
+
+def run(
+    cfg: DictConfig,
+    uid: str,
+    world: distributed.World,
+    folder: Path,
+    init: Callable[[nn.Module], None] | None = None,
+) -> dict[str, Any]:
+    """Train the run from scratch, or from `init` (which loads weights into the fresh model: fine-tuning)."""
+    seed_everything(cfg.seed + world.rank)
+    classes = num_classes(cfg)
+    model = build_model(cfg, classes, world.device)
+    if init is not None:
+        init(model)
+    net = for_training(model, world)
+    optimizer = adamw(model, cfg.protocol)
+    train, val = datasets(cfg)
+    loader, sampler = train_loader(cfg, train, world)
+    val_loader = eval_loader(val, cfg.protocol.batch_size // world.size, cfg.data.num_workers, world)
+    schedule = LrSchedule(optimizer, cfg.protocol, cfg.epochs, len(loader))
+    precision = Precision(cfg.train.amp, world.device)
+    mixup_fn = mixup(cfg.protocol, classes)
+    loss_fn = criterion(cfg.protocol, mixup_fn)
+
+    records: list[dict[str, Any]] = []
+    state: dict[str, Any] = {"wall_time_s": 0.0, "best_top1": -math.inf}
+    start = 0
+    saved = checkpoint.load(folder / CHECKPOINT, uid) if (folder / CHECKPOINT).exists() else None
+    if world.is_main:  # before the checkpoint is used: a resume on other code is refused
+        record_start(folder, world.job_id, saved["epoch"] if saved else 0, cfg.train.allow_code_change)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        precision.load_state_dict(saved["precision"])
+        records, start = saved["records"], saved["epoch"]
+        state.update(saved["state"])
+        set_rng_state(saved["rng"][world.rank] if world.rank < len(saved["rng"]) else saved["rng"][0])
+    log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
+    heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
+
+    for epoch in range(start, cfg.epochs):
+        begin = time.perf_counter()
+        sampler.set_epoch(epoch)
+        stats = train_one_epoch(
+            cfg, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, world, epoch, log, heartbeat
+        )
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
+        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:
+            record.update(validate(model, val_loader, precision, world))
+        record["seconds"] = time.perf_counter() - begin
+        state["wall_time_s"] += record["seconds"]
+        records.append(record)
+        rngs = _gathered(rng_state(), world)
+        if world.is_main:
+            log.epoch((epoch + 1) * len(loader), record)
+            if record.get("val_top1", -math.inf) > state["best_top1"]:
+                state["best_top1"] = record["val_top1"]
+                best = {"model": model.state_dict(), "epoch": epoch + 1, "top1": record["val_top1"]}
+                checkpoint.save(folder / BEST_CHECKPOINT, best)
+            checkpoint.save(
+                folder / CHECKPOINT,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "precision": precision.state_dict(),
+                    "epoch": epoch + 1,
+                    "records": records,
+                    "state": dict(state),
+                    "rng": rngs,
+                },
+            )
+            heartbeat(epoch=epoch + 1, epochs=cfg.epochs, step=len(loader), steps=len(loader))
+    log.close()
+    return result(cfg, uid, records, state, world)
+
+
+def train_one_epoch(
+    cfg, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, world, epoch, log, heartbeat
+) -> dict[str, float]:
+    """One pass over the train split; the host reads the losses every `train.log_every` steps only."""
+    net.train()
+    totals = StepTotals(world.device, cfg.train.max_nonfinite_steps)
+    epoch_sums = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "steps": 0.0, "skipped": 0.0}
+    aux_name = "tv" if cfg.loss.variant == "tv" else "se"
+    steps, start = len(loader), time.perf_counter()
+    for step, (images, targets) in enumerate(loader):
+        schedule.set(epoch, step)
+        images = images.to(world.device, non_blocking=True)
+        targets = targets.to(world.device, non_blocking=True)
+        if mixup_fn is not None:
+            images, targets = mixup_fn(images, targets)
+        with precision.autocast():
+            logits, S = net(images)
+        ce = loss_fn(logits.float(), targets)
+        aux = aux_loss(cfg, S if cfg.loss.sar else S.detach())  # L_se is logged even where unused
+        loss = ce + cfg.loss.weight * aux if cfg.loss.sar else ce
+        skipped = optimizer_step(loss, optimizer, net, precision, cfg.protocol.clip_grad)
+        totals.add(loss, ce, aux, skipped)
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
+            window = totals.read(world, f"epoch {epoch + 1}, step {step + 1}")
+            for key, value in window.items():
+                epoch_sums[key] += value
+            log.scalars(
+                epoch * steps + step + 1,
+                {
+                    "train/loss": mean(window["loss"], window["steps"]),
+                    "train/ce": mean(window["ce"], window["steps"]),
+                    f"train/{aux_name}": mean(window["aux"], window["steps"]),
+                    "train/lr": optimizer.param_groups[0]["lr"],
+                },
+            )
+        if world.is_main and heartbeat.due():
+            rate = (step + 1) * images.shape[0] * world.size / (time.perf_counter() - start)
+            heartbeat(epoch=epoch + 1, epochs=cfg.epochs, step=step + 1, steps=steps, images_per_s=rate)
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": mean(epoch_sums["loss"], epoch_sums["steps"]),
+        "train_ce": mean(epoch_sums["ce"], epoch_sums["steps"]),
+        f"train_{aux_name}": mean(epoch_sums["aux"], epoch_sums["steps"]),
+        "images_per_s": steps * cfg.protocol.batch_size / seconds if seconds else math.nan,
+        "train_seconds": seconds,
+        "skipped_steps": int(epoch_sums["skipped"]),
+    }
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader, precision: Precision, world: distributed.World) -> dict[str, float]:
+    """Top-1 and top-5 on the val split, counted on the device and read once."""
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=world.device)
+    for images, targets in loader:
+        images, targets = images.to(world.device), targets.to(world.device)
+        with precision.autocast():
+            logits = model(images)
+        hits = logits.float().topk(min(5, logits.shape[1]), dim=1).indices == targets[:, None]
+        counts += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets))]).double()
+    correct1, correct5, count = distributed.all_sum(counts.tolist(), world)
+    return {"val_top1": 100 * correct1 / count, "val_top5": 100 * correct5 / count}
+
+
+def _gathered(state: dict[str, Any], world: distributed.World) -> list[Any]:
+    """Every rank's RNG state, in rank order (each rank resumes its own)."""
+    if world.size == 1:
+        return [state]
+    gathered: list[Any] = [None] * world.size
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) -> dict[str, Any]:
+    """result.json of a training run: the final epoch's metrics, the best epoch, the cost, the provenance."""
+    evaluated = [r for r in records if "val_top1" in r]
+    best = max(evaluated, key=lambda r: r["val_top1"])
+    gpus = world.size if torch.cuda.is_available() else 0
+    return {
+        "uid": uid,
+        "table": cfg.table,
+        "scale": cfg.scale,
+        "engine": cfg.engine,
+        "metrics": {"top1": records[-1]["val_top1"], "top5": records[-1]["val_top5"]},
+        "best": {"top1": best["val_top1"], "epoch": best["epoch"]},
+        "epochs": cfg.epochs,
+        "wall_time_s": state["wall_time_s"],
+        "gpu_hours": state["wall_time_s"] * gpus / 3600,
+        "skipped_steps": sum(r["skipped_steps"] for r in records),
+        "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
+    }

@@ -1,0 +1,314 @@
+"""The engines and what they share: fine-tuning by Appendix D.3's rules, evaluation runs on the synthetic
+stand-ins, checkpoints refused by key, per-iteration schedules, TensorBoard curves, and a training step
+that never waits for the host."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import sar  # noqa: F401  (registers the models)
+from harness.config import RecipeError
+from harness.core import checkpoint
+from harness.core import data as core_data
+from harness.core.schedule import LrSchedule
+from harness.engines import evaluate, supervised, train_run
+from harness.eval import CORRUPTIONS
+from harness.recipe import load_recipe
+from harness.results import BEST_CHECKPOINT, CHECKPOINT, read_metrics
+from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
+
+KWARGS = "{img_size: 32, patch_size: 8, embed_dim: 48, depth: 2, num_heads: 3}"
+DOWNSTREAM = """
+defaults:
+  - recipe_schema
+  - protocol: deit
+  - _self_
+name: {name}
+title: "Downstream"
+reproduces: "nothing: a test recipe"
+engine: {engine}
+model: sar_vit_tiny_patch16_224
+dataset: synthetic
+epochs: 2
+seeds: [0]
+metrics: {metrics}
+data:
+  input_size: 32
+  num_workers: 0
+  synthetic: {{num_classes: {classes}, image_size: 32, train_per_class: 12, val_per_class: 4, seed: 9}}
+eval: {{metrics: {eval_metrics}, batch_size: 8}}
+protocol: {{batch_size: 16, warmup_epochs: 1}}
+train: {{progress: false}}
+resources: {{gpus_per_node: 0}}
+launcher: {{name: inline}}
+runs_root: {runs}
+rows:
+  - id: {row}
+    label: "{row}"
+    from: {{recipe: {upstream}, row: {upstream_row}}}
+    model_kwargs: {kwargs}
+    last_block: {last_block}
+"""
+
+
+def _downstream(tmp_path: Path, upstream: Path, **fields) -> Path:
+    values = {
+        "name": "down",
+        "engine": "finetune",
+        "metrics": "[top1]",
+        "classes": 6,
+        "eval_metrics": "[]",
+        "runs": tmp_path / "runs",
+        "row": "ft",
+        "upstream": upstream,
+        "upstream_row": "base",
+        "kwargs": KWARGS,
+        "last_block": "standard",
+        **fields,
+    }
+    path = tmp_path / f"{values['name']}.yaml"
+    path.write_text(DOWNSTREAM.format(**values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny recipe's two rows trained for 2 epochs, once for the module."""
+    folder = tmp_path_factory.mktemp("upstream")
+    recipe = write_tiny(folder, folder / "runs")
+    # TINY_OVERRIDES written into the recipe: downstream recipes resolve it without overrides
+    text = recipe.read_text().replace("epochs: 3", "epochs: 2")
+    recipe.write_text(text + "protocol: {batch_size: 16, warmup_epochs: 1}\n")
+    _, runs = load_recipe(recipe)
+    for run in runs:
+        train_run(OmegaConf.to_container(run.config), run.uid)
+    return folder, recipe, {run.rows[0]: run for run in runs}
+
+
+def test_finetune_takes_the_backbone_and_a_new_head(tmp_path, trained, monkeypatch):
+    folder, upstream_recipe, upstream = trained
+    recipe = _downstream(folder, upstream_recipe, name="ft1")
+    _, runs = load_recipe(recipe, ["upstream.checkpoint=final"])
+    (run,) = runs
+    assert run.upstream.uid == upstream["base"].uid and run.config.upstream.folder == str(
+        upstream["base"].folder
+    )
+    weights = torch.load(upstream["base"].folder / CHECKPOINT, weights_only=True)["model"]
+    seen = {}
+    real = supervised.run
+
+    def spy(cfg, uid, world, folder, init=None):
+        model = timm.create_model(cfg.model, num_classes=6, last_block="standard", **cfg.model_kwargs)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        init(model)
+        seen["after"], seen["before"] = model.state_dict(), before
+        return real(cfg, uid, world, folder, init=init)
+
+    monkeypatch.setattr(supervised, "run", spy)
+    result = train_run(OmegaConf.to_container(run.config), run.uid)
+    after, before = seen["after"], seen["before"]
+    for key, value in after.items():
+        if key.startswith("head."):  # the new head: 6 classes, as the model initialised it
+            assert value.shape[0] == 6 and torch.equal(value, before[key]), key
+        else:  # everything else is the upstream's backbone, bit for bit
+            assert torch.equal(value, weights[key]), key
+    assert result["engine"] == "finetune" and 0 <= result["metrics"]["top1"] <= 100
+    records = read_metrics(run.folder)
+    assert [r["epoch"] for r in records] == [1, 2] and records[0]["lr"] > 0
+
+
+def test_finetune_from_best_is_another_run_of_the_best_checkpoint(trained):
+    folder, upstream_recipe, upstream = trained
+    recipe = _downstream(folder, upstream_recipe, name="ft2")
+    (final,) = load_recipe(recipe)[1]
+    (best,) = load_recipe(recipe, ["upstream.checkpoint=best"])[1]
+    assert best.uid != final.uid and best.upstream.uid == final.upstream.uid
+    saved = torch.load(upstream["base"].folder / BEST_CHECKPOINT, weights_only=True)
+    metrics = read_metrics(upstream["base"].folder)
+    assert saved["top1"] == max(r["val_top1"] for r in metrics)
+    assert saved["epoch"] == max(metrics, key=lambda r: r["val_top1"])["epoch"]
+
+
+def test_a_row_keeps_the_upstream_architecture(trained):
+    folder, upstream_recipe, _ = trained
+    recipe = _downstream(folder, upstream_recipe, name="ft3", last_block="sar")
+    with pytest.raises(RecipeError, match=r"last_block.*'sar'.*row 'base'.*'standard'"):
+        load_recipe(recipe)
+
+
+def test_checkpoint_that_does_not_fit_is_refused_with_its_keys():
+    kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3}
+    sar_model = timm.create_model("sar_vit_tiny_patch16_224", last_block="sar", **kwargs)
+    standard = timm.create_model("sar_vit_tiny_patch16_224", last_block="standard", **kwargs)
+    with pytest.raises(checkpoint.CheckpointMismatch, match=r"missing from the checkpoint: .*norm2\.weight"):
+        checkpoint.load_weights(standard, sar_model.state_dict(), "a SAR checkpoint")
+    other = timm.create_model("sar_vit_tiny_patch16_224", num_classes=7, last_block="standard", **kwargs)
+    with pytest.raises(checkpoint.CheckpointMismatch, match=r"head\.weight \(7, 48\) vs \(1000, 48\)"):
+        checkpoint.load_weights(standard, other.state_dict(), "a 7-class checkpoint")
+    checkpoint.load_weights(
+        standard, other.state_dict(), "backbone", skip=checkpoint.classifier_keys(standard)
+    )
+
+
+def test_evaluate_measures_every_metric_on_the_stand_ins(trained, tmp_path):
+    folder, upstream_recipe, _upstream = trained
+    recipe = _downstream(
+        folder,
+        upstream_recipe,
+        name="ev1",
+        engine="evaluate",
+        metrics="[imagenet_a_top1, mce, jaccard]",
+        eval_metrics="[imagenet_a_top1, mce, jaccard]",
+        classes=4,
+    )
+    (run,) = load_recipe(recipe, ["data.synthetic.seed=1", "data.synthetic.val_per_class=2"])[1]
+    assert run.config.epochs == 0 and run.config.data.synthetic.seed == 1  # the upstream's classes
+    result = train_run(OmegaConf.to_container(run.config), run.uid)
+    metrics = result["metrics"]
+    assert set(metrics) == {"imagenet_a_top1", "mean_corruption_error", "jaccard"}  # mce: the report's
+    assert result["mce_reference"] is None and result["jaccard_void"] == "excluded"
+    errors = result["imagenet_c_errors"]
+    assert list(errors) == list(CORRUPTIONS) and all(len(e) == 5 for e in errors.values())
+    assert metrics["mean_corruption_error"] == pytest.approx(100 * np.mean(list(errors.values())))
+    assert 0 <= metrics["imagenet_a_top1"] <= 100 and 0 < metrics["jaccard"] <= 100
+    stored = json.loads((run.folder / "result.json").read_text())
+    assert stored["metrics"] == metrics
+
+
+def test_a_requeued_evaluation_keeps_the_corruption_splits_it_measured(trained, tmp_path, monkeypatch):
+    folder, upstream_recipe, _ = trained
+    recipe = _downstream(
+        folder, upstream_recipe, name="ev2", engine="evaluate", metrics="[mce]", eval_metrics="[mce]"
+    )
+    (run,) = load_recipe(recipe, ["data.synthetic.seed=1", "data.synthetic.val_per_class=1"])[1]
+    run.folder.mkdir(parents=True)
+    (run.folder / evaluate.PARTIAL).write_text(json.dumps({"imagenet_c": {"fog/3": 0.125}}))
+    measured = []
+    real = evaluate._correct
+
+    def counting(model, dataset, classes, cfg, precision, world):
+        measured.append((dataset.corruption, dataset.severity))
+        return real(model, dataset, classes, cfg, precision, world)
+
+    monkeypatch.setattr(evaluate, "_correct", counting)
+    result = train_run(OmegaConf.to_container(run.config), run.uid)
+    assert (
+        result["imagenet_c_errors"]["fog"][2] == 0.125 and ("fog", 3) not in measured and len(measured) == 74
+    )
+
+
+class _Maps(torch.nn.Module):
+    """A model whose similarity maps are given: S for every image of the batch."""
+
+    def __init__(self, S: torch.Tensor) -> None:
+        super().__init__()
+        self.S = S
+
+    def forward_with_similarity(self, images: torch.Tensor):
+        return None, self.S.expand(len(images), *self.S.shape)
+
+
+def test_attention_jaccard_against_a_hand_computation(monkeypatch):
+    # two heads on a 2 x 2 grid of 4-px patches -> 8 x 8 labels: the object is the top-left patch, and
+    # the bottom-left patch holds a row of void pixels
+    probabilities = torch.tensor([[[0.49, 0.01], [0.49, 0.01]], [[0.25, 0.25], [0.25, 0.25]]])
+    labels = np.zeros((8, 8), dtype=np.int64)
+    labels[:4, :4] = 3
+    labels[4, :4] = 255
+    images = [(torch.zeros(3, 8, 8), torch.from_numpy(labels))]
+    monkeypatch.setattr(evaluate, "_dataset", lambda cfg, name, transform, **split: images)
+    world = type("World", (), {"device": torch.device("cpu"), "size": 1, "rank": 0})()
+    # head 0 keeps its two 0.49 patches (top-left, bottom-left): 16 px shared, a union of 32 px, 28 without
+    # the void; head 1 (uniform, cumsum > 0.4) keeps the three patches after the top-left: 0 shared
+    for exclude_void, expected in ((True, 16 / 28), (False, 16 / 32)):
+        cfg = OmegaConf.create(
+            {
+                "eval": {"input_size": None, "keep_mass": 0.6, "exclude_void": exclude_void, "batch_size": 1},
+                "data": {"dataset": "synthetic", "num_workers": 0},
+            }
+        )
+        score, skipped = evaluate.attention_jaccard(cfg, _Maps(torch.log(probabilities)), world)
+        assert score == pytest.approx(100 * expected) and skipped == 0
+    images.append((torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.int64)))  # no object: left out
+    assert evaluate.attention_jaccard(cfg, _Maps(torch.log(probabilities)), world) == (pytest.approx(50.0), 1)
+
+
+def test_per_step_schedule_moves_within_an_epoch_and_per_epoch_does_not():
+    protocol = OmegaConf.create({"lr_per_step": True, "min_lr": 1e-5, "warmup_epochs": 1, "warmup_lr": 1e-6})
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    schedule = LrSchedule(optimizer, protocol, epochs=4, steps_per_epoch=10)
+    rates = []
+    for epoch in range(4):
+        for step in range(10):
+            schedule.set(epoch, step)
+            rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(1e-6) and rates[5] == pytest.approx(1e-6 + (1e-3 - 1e-6) * 5 / 10)
+    # then the cosine per iteration, over all 40 (timm without warmup_prefix, as DeiT's main.py)
+    assert rates[25] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 25 / 40)))
+    protocol.lr_per_step = False
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    schedule = LrSchedule(optimizer, protocol, epochs=4, steps_per_epoch=10)
+    per_epoch = []
+    for epoch in range(4):
+        for step in range(10):
+            schedule.set(epoch, step)
+            per_epoch.append(optimizer.param_groups[0]["lr"])
+    assert all(len(set(per_epoch[e * 10 : e * 10 + 10])) == 1 for e in range(4))
+
+
+def test_tensorboard_holds_the_curves(trained):
+    _, _, upstream = trained
+    events = EventAccumulator(str(upstream["sar"].folder))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/ce", "train/se", "train/lr", "val/top1", "val/top5"} <= tags
+    assert [e.step for e in events.Scalars("val/top1")] == [6, 12]  # 6 steps an epoch, 2 epochs
+
+
+def _host_reads(monkeypatch, recipe: Path, overrides: list[str]) -> int:
+    """How often a whole training run asks a tensor for a host value (.item, .tolist, bool, float, int),
+    loading the data aside (torchvision's crops draw with .item() on the CPU, in the workers on a GPU)."""
+    count, loading = [0], [False]
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            count[0] += not loading[0]
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    load = core_data.SeededDataset.__getitem__
+
+    def loaded(self, item):
+        loading[0] = True
+        try:
+            return load(self, item)
+        finally:
+            loading[0] = False
+
+    monkeypatch.setattr(core_data.SeededDataset, "__getitem__", loaded)
+    (run,) = [r for r in load_recipe(recipe, overrides)[1] if r.rows == ["sar"]]
+    train_run(OmegaConf.to_container(run.config), run.uid)
+    monkeypatch.undo()
+    return count[0]
+
+
+def test_training_steps_do_not_wait_for_the_device(tmp_path, monkeypatch):
+    # the same epoch with 3x the steps reads the device as often: nothing is read per step
+    common = [*TINY_OVERRIDES, "epochs=1", "train.log_every=1000", "train.tensorboard=false"]
+    reads = []
+    for per_class in (8, 24):
+        (tmp_path / str(per_class)).mkdir()
+        recipe = write_tiny(tmp_path / str(per_class), tmp_path / str(per_class) / "runs")
+        reads.append(
+            _host_reads(monkeypatch, recipe, [*common, f"data.synthetic.train_per_class={per_class}"])
+        )
+    assert reads[0] == reads[1], reads
