@@ -1,26 +1,36 @@
-"""`python -m benchmarks [--quick] [--out DIR]`: run every benchmark, print figures, write JSON."""
+"""`python -m benchmarks [--quick] [--out DIR]`: run every benchmark, print figures, write JSON.
+
+`python -m benchmarks gpu [--cpu-smoke] ...` (its own options: `gpu --help`) is run only when named: every
+figure the project needs from a GPU in one short run."""
 
 import argparse
+import importlib
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import numba
 import torch
 
-from benchmarks import bench_loss, bench_models, bench_recipes, bench_report
-
+# imported when run: each benchmark brings only its own dependencies (the GPU machine has no Hydra)
 BENCHES = {
-    "loss": bench_loss.run,
-    "models": bench_models.run,
-    "report": bench_report.run,
-    "recipes": bench_recipes.run,
+    "loss": "bench_loss",
+    "models": "bench_models",
+    "report": "bench_report",
+    "recipes": "bench_recipes",
 }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    if sys.argv[1:2] == ["gpu"]:
+        from benchmarks import bench_gpu
+
+        raise SystemExit(bench_gpu.main(sys.argv[2:]))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the JSON files")
@@ -36,7 +46,7 @@ def main() -> None:
     print(f"machine: {machine}")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or BENCHES:
-        rows = BENCHES[name](quick=args.quick)
+        rows = importlib.import_module(f"benchmarks.{BENCHES[name]}").run(quick=args.quick)
         path = args.out / f"{name}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
