@@ -78,6 +78,10 @@ def test_registry_entries() -> None:
         "imagenet_a",
         "imagenet_c",
         "voc2012",
+        "stanford_cars",
+        "domainnet_clipart",
+        "domainnet_painting",
+        "domainnet_sketch",
     }
     assert [dataset_spec(n).num_classes for n in ("imagenet1k", "imagenet100", "synthetic")] == [
         1000,

@@ -1,6 +1,7 @@
-"""The transfer and robustness datasets of the registry (CIFAR-10/100, Flowers102, Pets, ImageNet-A,
-ImageNet-C, VOC 2012) against tiny trees written under tmp_path in the real on-disk layouts: lengths,
-labels, image shapes, and the errors that name what is missing and which config key to set."""
+"""The transfer and robustness datasets of the registry (Stanford Cars, DomainNet, CIFAR-10/100,
+Flowers102, Pets, ImageNet-A, ImageNet-C, VOC 2012) against tiny trees written under tmp_path in the real
+on-disk layouts: lengths, labels, image shapes, and the errors that name what is missing and which config
+key to set."""
 
 import pickle
 import pkgutil
@@ -11,14 +12,17 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from numpy.lib import recfunctions
 from PIL import Image
 from torchvision import transforms
+from torchvision.datasets import StanfordCars
 
 from harness.data import (
     DATASETS,
     EVALUATION_ONLY,
     IMAGENET_C_CORRUPTIONS,
     IMAGENET_C_EXTRA_CORRUPTIONS,
+    OFFICIAL_SIZES,
     VOC_CLASSES,
     VOC_VOID,
     DatasetNotFoundError,
@@ -42,7 +46,18 @@ pytestmark = [
     ),
 ]
 
-NEW = ("cifar10", "cifar100", "flowers102", "pets", "imagenet_a", "imagenet_c", "voc2012")
+DOMAINNET = ("domainnet_clipart", "domainnet_painting", "domainnet_sketch")
+NEW = (
+    "stanford_cars",
+    *DOMAINNET,
+    "cifar10",
+    "cifar100",
+    "flowers102",
+    "pets",
+    "imagenet_a",
+    "imagenet_c",
+    "voc2012",
+)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -100,8 +115,13 @@ def write_cifar100(root: Path, bytes_keys: bool = False) -> Path:
 
 def test_registry_knows_the_new_datasets() -> None:
     assert set(NEW) <= set(DATASETS)
-    assert [dataset_spec(n).num_classes for n in NEW] == [10, 100, 102, 37, 200, 1000, 21]
-    assert EVALUATION_ONLY == {"imagenet_a", "imagenet_c", "voc2012"}
+    assert [dataset_spec(n).num_classes for n in NEW] == [196, 345, 345, 345, 10, 100, 102, 37, 200, 1000, 21]
+    assert EVALUATION_ONLY == {"imagenet_a", "imagenet_c", "voc2012"}  # Cars and DomainNet are trained on
+    assert (
+        OFFICIAL_SIZES["stanford_cars", "train"] == 8_144 and OFFICIAL_SIZES["stanford_cars", "val"] == 8_041
+    )
+    sizes = [(OFFICIAL_SIZES[name, "train"], OFFICIAL_SIZES[name, "val"]) for name in DOMAINNET]
+    assert sizes == [(33_525, 14_604), (50_416, 21_850), (48_212, 20_916)]
     for name in NEW:
         spec = dataset_spec(name)
         assert spec.name == name and spec.description and spec.layout
@@ -110,6 +130,14 @@ def test_registry_knows_the_new_datasets() -> None:
         in DATASETS["cifar10"].layout
     )
     assert "<root>/<corruption>/<severity 1..5>/<wnid>/*.JPEG" in DATASETS["imagenet_c"].layout
+    assert (
+        "stanford_cars/{cars_train/*.jpg, cars_test/*.jpg, devkit/cars_meta.mat"
+        in DATASETS["stanford_cars"].layout
+    )
+    assert (
+        "<root>/sketch/<class name>/*.jpg with the official lists <root>/sketch_train.txt"
+        in DATASETS["domainnet_sketch"].layout
+    )
 
 
 @pytest.mark.parametrize("bytes_keys", [True, False])
@@ -259,6 +287,221 @@ def test_pets_missing_and_malformed(tmp_path: Path) -> None:
     (tmp_path / "oxford-iiit-pet" / "annotations" / "test.txt").write_text("Abyssinian_2 38 1 1\n")
     with pytest.raises(DatasetNotFoundError, match=re.escape("test.txt line 1 is not")):
         build_dataset("pets", "val", tmp_path)
+
+
+# ------------------------------------------------------------------------------------- Stanford Cars
+
+CARS_TRAIN = [("00001.jpg", 1), ("00002.jpg", 196), ("00003.jpg", 42)]  # (fname, class 1..196)
+CARS_TEST = [("00001.jpg", 196), ("00002.jpg", 7)]  # the same file names as train, in cars_test/
+CARS_NAMES = ["AM General Hummer SUV 2000", *(f"Make {i} Sedan 2012" for i in range(2, 197))]
+
+
+def cars_annotations(records: list[tuple[str, int]], class_type: type = np.uint8) -> np.ndarray:
+    """The 'annotations' struct array of the Cars .mat files: bbox_x1..bbox_y2, class, fname per image."""
+    fields = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+    array = np.zeros(len(records), dtype=[(field, "O") for field in fields])
+    for i, (fname, label) in enumerate(records):
+        array[i] = (np.uint16(3), np.uint16(4), np.uint16(50), np.uint16(40), class_type(label), fname)
+    return array
+
+
+def write_cars(root: Path) -> Path:
+    base = root / "stanford_cars"
+    for i, (fname, _) in enumerate(CARS_TRAIN):
+        write_image(base / "cars_train" / fname, (30 + i, 20), i)
+    for i, (fname, _) in enumerate(CARS_TEST):
+        write_image(base / "cars_test" / fname, (17, 25 + i), i)
+    (base / "devkit").mkdir()
+    scipy.io.savemat(base / "devkit" / "cars_train_annos.mat", {"annotations": cars_annotations(CARS_TRAIN)})
+    scipy.io.savemat(
+        base / "cars_test_annos_withlabels.mat", {"annotations": cars_annotations(CARS_TEST, np.float64)}
+    )
+    scipy.io.savemat(base / "devkit" / "cars_meta.mat", {"class_names": np.array(CARS_NAMES, dtype=object)})
+    return root
+
+
+def test_cars_reads_torchvisions_layout(tmp_path: Path) -> None:
+    write_cars(tmp_path)
+    train = build_dataset("stanford_cars", "train", tmp_path)
+    assert len(train) == 3 and train.targets == [0, 195, 41]  # class 1..196 -> 0..195
+    assert train.classes == CARS_NAMES
+    image, label = train[1]
+    assert image.size == (31, 20) and image.mode == "RGB" and label == 195
+    val = build_dataset("stanford_cars", "val", tmp_path, transforms.ToTensor())
+    assert len(val) == 2 and val.targets == [195, 6] and val.classes == CARS_NAMES
+    assert val[1][0].shape == (3, 26, 17)  # from cars_test/, not the cars_train/ file of the same name
+    for split, torchvision_split in (("train", "train"), ("val", "test")):
+        reference = StanfordCars(tmp_path, split=torchvision_split)  # it reads the same files the same way
+        ours = build_dataset("stanford_cars", split, tmp_path)
+        assert ours.samples == [(path, int(label)) for path, label in reference._samples]
+        assert ours.classes == reference.classes
+    half = build_dataset("stanford_cars", "train", tmp_path, fraction=0.5)
+    assert isinstance(half, LabeledSubset) and len(half) == 3  # one image per class is kept
+
+
+def test_cars_reads_a_file_of_one_annotation(tmp_path: Path) -> None:
+    write_cars(tmp_path)
+    one = {"annotations": cars_annotations(CARS_TRAIN[1:2])}  # squeeze_me makes it a 0-d struct
+    scipy.io.savemat(tmp_path / "stanford_cars" / "devkit" / "cars_train_annos.mat", one)
+    train = build_dataset("stanford_cars", "train", tmp_path)
+    assert [(Path(path).name, label) for path, label in train.samples] == [("00002.jpg", 195)]
+
+
+def test_cars_missing_and_malformed(tmp_path: Path) -> None:
+    write_cars(tmp_path)
+    base = tmp_path / "stanford_cars"
+    (base / "cars_train" / "00002.jpg").unlink()
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=re.escape(
+            "1 of the 3 train images listed in cars_train_annos.mat are missing (e.g. 00002.jpg)"
+        ),
+    ):
+        build_dataset("stanford_cars", "train", tmp_path)
+    write_cars(tmp_path / "again")
+    base = tmp_path / "again" / "stanford_cars"
+    scipy.io.savemat(
+        base / "cars_test_annos_withlabels.mat", {"annotations": cars_annotations([("a.jpg", 0)])}
+    )
+    with pytest.raises(DatasetNotFoundError, match=re.escape("annotation 1 (a.jpg) has class 0, expected")):
+        build_dataset("stanford_cars", "val", tmp_path / "again")
+    unlabelled = recfunctions.drop_fields(cars_annotations(CARS_TEST), "class", usemask=False)
+    scipy.io.savemat(base / "cars_test_annos_withlabels.mat", {"annotations": unlabelled})  # cars_test_annos
+    with pytest.raises(DatasetNotFoundError, match="not a struct array with 'class' fields"):
+        build_dataset("stanford_cars", "val", tmp_path / "again")
+    scipy.io.savemat(
+        base / "devkit" / "cars_meta.mat", {"class_names": np.array(CARS_NAMES[:-1], dtype=object)}
+    )
+    with pytest.raises(DatasetNotFoundError, match="'class_names' must hold 196 strings, got 195"):
+        build_dataset("stanford_cars", "train", tmp_path / "again")
+
+    (base / "cars_test_annos_withlabels.mat").rename(base / "cars_test_annos.mat")
+    with pytest.raises(
+        DatasetNotFoundError, match=re.escape("stanford_cars folder lacks cars_test_annos_withlabels.mat")
+    ) as error:
+        check_available("stanford_cars", tmp_path / "again", config_key="data.cars_root")
+    message = str(error.value)
+    assert str(base) in message and "data.cars_root=/path/to/the/folder/holding/stanford_cars" in message
+    assert DATASETS["stanford_cars"].layout in message
+    (base / "cars_test_annos.mat").rename(base / "cars_test_annos_withlabels.mat")
+    (base / "devkit" / "cars_meta.mat").unlink()
+    with pytest.raises(
+        DatasetNotFoundError, match=re.escape("stanford_cars/devkit folder lacks cars_meta.mat")
+    ):
+        check_available("stanford_cars", tmp_path / "again")
+    write_cars(tmp_path / "third")
+    for image in (tmp_path / "third" / "stanford_cars" / "cars_test").iterdir():
+        image.unlink()
+    (tmp_path / "third" / "stanford_cars" / "cars_test").rmdir()
+    with pytest.raises(DatasetNotFoundError, match="the stanford_cars/cars_test image folder does not exist"):
+        check_available("stanford_cars", tmp_path / "third")
+
+
+# ----------------------------------------------------------------------------------------- DomainNet
+
+# label -> class folder: t-shirt is 327 and has no image in the official painting_train.txt; the other
+# names only surround it
+DOMAINNET_CLASSES = {
+    0: "aircraft_carrier",
+    1: "airplane",
+    326: "syringe",
+    327: "t-shirt",
+    328: "table",
+    344: "zigzag",
+}
+
+
+def domainnet_lines(domain: str, labels: list[int], first: int = 0) -> list[str]:
+    """List lines `<domain>/<class>/<domain>_<label + 1:03d>_<k:06d>.jpg <label>`, the official naming."""
+    return [
+        f"{domain}/{DOMAINNET_CLASSES[label]}/{domain}_{label + 1:03d}_{first + k:06d}.jpg {label}"
+        for k, label in enumerate(labels)
+    ]
+
+
+PAINTING_TRAIN = [0, 1, 1, 326, 328, 344]
+PAINTING_TEST = [0, 326, 327, 328, 344]
+
+
+def write_domainnet(root: Path, domain: str, train: list[int], test: list[int]) -> Path:
+    lines = {"train": domainnet_lines(domain, train), "test": domainnet_lines(domain, test, len(train))}
+    for split, listed in lines.items():
+        for k, line in enumerate(listed):
+            write_image(root / line.split()[0], (20 + k, 14 + len(split)), k)
+        (root / f"{domain}_{split}.txt").write_text("\n".join(listed) + "\n")
+    write_image(root / domain / "airplane" / "unlisted.jpg")  # in no list: not read
+    return root
+
+
+def test_domainnet_labels_come_from_the_lists(tmp_path: Path) -> None:
+    write_domainnet(tmp_path, "painting", PAINTING_TRAIN, PAINTING_TEST)
+    train = build_dataset("domainnet_painting", "train", tmp_path)
+    val = build_dataset("domainnet_painting", "val", tmp_path, transforms.ToTensor())
+    assert train.targets == PAINTING_TRAIN and val.targets == PAINTING_TEST
+    assert len(train.classes) == len(val.classes) == 345 and train.classes == val.classes
+    assert 327 not in train.targets and train.classes[327] == "t-shirt"  # named from the test list
+    table = [[label for path, label in split.samples if "/table/" in path] for split in (train, val)]
+    assert table == [[328], [328]]  # not 327, where numbering train's class folders would put it
+    for dataset in (train, val):  # each image keeps its class's label in both splits
+        for path, label in dataset.samples:
+            assert dataset.classes[label] == Path(path).parent.name
+            assert Path(path).name.startswith(f"painting_{label + 1:03d}_")
+    image, label = train[4]
+    assert image.size == (24, 19) and label == 328
+    assert val[2][0].shape == (3, 18, 22) and val[2][1] == 327
+    assert all("unlisted" not in path for path, _ in train.samples + val.samples)
+    half = build_dataset("domainnet_painting", "train", tmp_path, fraction=0.5)
+    assert sorted(half.targets) == [0, 1, 326, 328, 344]  # stratified over the listed labels
+
+
+def test_domainnet_domains_are_separate_datasets(tmp_path: Path) -> None:
+    write_domainnet(tmp_path, "clipart", [0, 327], [1])
+    write_domainnet(tmp_path, "sketch", [344], [0, 344])
+    assert build_dataset("domainnet_clipart", "train", tmp_path).targets == [0, 327]
+    sketch = build_dataset("domainnet_sketch", "val", tmp_path)
+    assert sketch.targets == [0, 344] and all("/sketch/" in path for path, _ in sketch.samples)
+    with pytest.raises(
+        DatasetNotFoundError, match=re.escape("the DomainNet root folder lacks painting_train.txt")
+    ) as error:
+        check_available("domainnet_painting", tmp_path, config_key="data.root")
+    message = str(error.value)
+    assert str(tmp_path) in message and "data.root=/path/to/domainnet" in message
+    assert "<root>/painting_test.txt (lines 'painting/<class name>/<file>.jpg <label 0..344>'" in message
+
+
+def test_domainnet_missing_and_malformed(tmp_path: Path) -> None:
+    write_domainnet(tmp_path, "painting", PAINTING_TRAIN, PAINTING_TEST)
+    build_dataset("domainnet_painting", "train", tmp_path)
+    for line in domainnet_lines("painting", PAINTING_TEST, len(PAINTING_TRAIN))[1:3]:
+        (tmp_path / line.split()[0]).unlink()
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=re.escape(
+            "2 of the 5 images listed in painting_test.txt are missing (e.g. "
+            "painting/syringe/painting_327_000007.jpg, painting/t-shirt/painting_328_000008.jpg)"
+        ),
+    ):
+        build_dataset("domainnet_painting", "val", tmp_path)
+    listing = tmp_path / "painting_train.txt"
+    good = listing.read_text()
+    for bad in ("painting/airplane/x.jpg 345", "clipart/airplane/x.jpg 1", "painting/x.jpg 1", "a.jpg"):
+        listing.write_text(good + bad + "\n")
+        with pytest.raises(DatasetNotFoundError, match=re.escape(f"painting_train.txt line 7 is {bad!r}")):
+            build_dataset("domainnet_painting", "train", tmp_path)
+    listing.write_text(good + "painting/table/x.jpg 329\n")  # table is 328 elsewhere
+    with pytest.raises(DatasetNotFoundError, match="must correspond one to one") as error:
+        build_dataset("domainnet_painting", "val", tmp_path)  # the train list is read for the class names
+    assert "painting/table/x.jpg has label 329" in str(error.value)
+    assert "also give class 'table' label 328;" in str(error.value)
+    listing.write_text(good + "painting/desk/x.jpg 328\n")  # 328 is table elsewhere
+    with pytest.raises(DatasetNotFoundError, match="give label 328 to class 'table'"):
+        build_dataset("domainnet_painting", "train", tmp_path)
+    listing.write_text("\n")
+    with pytest.raises(DatasetNotFoundError, match=re.escape("painting_train.txt lists no images")):
+        build_dataset("domainnet_painting", "train", tmp_path)
+    (tmp_path / "painting").rename(tmp_path / "paintings")
+    with pytest.raises(DatasetNotFoundError, match="the painting image folder does not exist"):
+        check_available("domainnet_painting", tmp_path)
 
 
 # ---------------------------------------------------------------------------------------- ImageNet-A

@@ -1,9 +1,10 @@
 """The dataset registry: which datasets the harness knows, where each is expected on disk, and loaders that
 fail early with a message saying what to fix, since nothing can be downloaded for the user.
 
-Splits are "train" and "val". For the transfer sets "val" is the official test split that Tab. 4 reports
-on (CIFAR test batches, Flowers tstid, Pets test.txt); imagenet_a, imagenet_c and voc2012 are evaluation
-only and have "val" alone. The readers of the transfer and robustness sets are in `harness.data.transfer`.
+Splits are "train" and "val". For the transfer sets "val" is the official test split that Tabs. 3 and 4
+report on (Cars cars_test, DomainNet <domain>_test.txt, CIFAR test batches, Flowers tstid, Pets test.txt);
+imagenet_a, imagenet_c and voc2012 are evaluation only and have "val" alone. The readers of the transfer
+and robustness sets are in `harness.data.transfer`.
 """
 
 import math
@@ -11,6 +12,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What `python -m harness list` shows for one dataset."""
+    """A dataset the harness knows: classes, what it is, its on-disk layout (shown when it is missing)."""
 
     name: str
     num_classes: int
@@ -48,6 +50,52 @@ _IMAGENET_LAYOUT = (
 IMAGENET100_WNIDS: tuple[str, ...] = tuple(
     resources.files("harness.data").joinpath("imagenet100.txt").read_text().split()
 )
+
+# The official size of each split; a different count is warned about (a partly extracted archive).
+OFFICIAL_SIZES = {  # images per split: checked when a transfer set is loaded, used by the cost estimates
+    ("imagenet1k", "train"): 1_281_167,
+    ("imagenet1k", "val"): 50_000,
+    ("imagenet100", "train"): 126_689,
+    ("imagenet100", "val"): 5_000,
+    ("cifar10", "train"): 50_000,
+    ("cifar10", "val"): 10_000,
+    ("cifar100", "train"): 50_000,
+    ("cifar100", "val"): 10_000,
+    ("flowers102", "train"): 2_040,
+    ("flowers102", "val"): 6_149,
+    ("pets", "train"): 3_680,
+    ("pets", "val"): 3_669,
+    ("stanford_cars", "train"): 8_144,
+    ("stanford_cars", "val"): 8_041,
+    ("domainnet_clipart", "train"): 33_525,
+    ("domainnet_clipart", "val"): 14_604,
+    ("domainnet_painting", "train"): 50_416,
+    ("domainnet_painting", "val"): 21_850,
+    ("domainnet_sketch", "train"): 48_212,
+    ("domainnet_sketch", "val"): 20_916,
+    ("imagenet_a", "val"): 7_500,
+    ("imagenet_c", "val"): 50_000,
+    ("voc2012", "val"): 1_449,
+}
+
+# Tab. 3's DomainNet domains, one dataset each (a recipe row names its dataset by one name)
+_DOMAINNET = {f"domainnet_{domain}": domain for domain in transfer.DOMAINNET_DOMAINS}
+
+
+def _domainnet_spec(name: str) -> DatasetSpec:
+    """The entry of one DomainNet domain: the three differ in their names and sizes only."""
+    domain = _DOMAINNET[name]
+    return DatasetSpec(
+        name,
+        transfer.DOMAINNET_CLASSES,
+        f"DomainNet (cleaned) {domain.capitalize()} (Tab. 3), 345 classes: {domain}_train.txt "
+        f"({OFFICIAL_SIZES[name, 'train']:,}) / {domain}_test.txt ({OFFICIAL_SIZES[name, 'val']:,}) as val, "
+        "labels from the lists",
+        f"<root>/{domain}/<class name>/*.jpg with the official lists <root>/{domain}_train.txt and "
+        f"<root>/{domain}_test.txt (lines '{domain}/<class name>/<file>.jpg <label 0..344>'; the labels "
+        "are taken from the lists, not from the folders)",
+    )
+
 
 DATASETS: dict[str, DatasetSpec] = {
     "imagenet1k": DatasetSpec(
@@ -93,6 +141,15 @@ DATASETS: dict[str, DatasetSpec] = {
         "<root>/oxford-iiit-pet/{images/*.jpg, annotations/trainval.txt, annotations/test.txt} "
         "(torchvision's layout; list lines '<image id> <class 1..37> <species> <breed id>')",
     ),
+    "stanford_cars": DatasetSpec(
+        "stanford_cars",
+        transfer.CARS_CLASSES,
+        "Stanford Cars (Tab. 3), 196 classes: 8,144 train / 8,041 test (val) images",
+        "<root>/stanford_cars/{cars_train/*.jpg, cars_test/*.jpg, devkit/cars_meta.mat, "
+        "devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat} (torchvision's layout; each record of "
+        "the 'annotations' struct array has 'fname' and 'class' 1..196; cannot be downloaded any more)",
+    ),
+    **{name: _domainnet_spec(name) for name in _DOMAINNET},
     "imagenet_a": DatasetSpec(
         "imagenet_a",
         200,
@@ -129,28 +186,11 @@ _ROOT_HINTS = {
     "cifar100": "/path/to/the/folder/holding/cifar-100-python",
     "flowers102": "/path/to/the/folder/holding/flowers-102",
     "pets": "/path/to/the/folder/holding/oxford-iiit-pet",
+    "stanford_cars": "/path/to/the/folder/holding/stanford_cars",
+    **dict.fromkeys(_DOMAINNET, "/path/to/domainnet"),
     "imagenet_a": "/path/to/imagenet-a",
     "imagenet_c": "/path/to/imagenet-c",
     "voc2012": "/path/to/the/folder/holding/VOCdevkit",
-}
-
-# The official size of each split; a different count is warned about (a partly extracted archive).
-OFFICIAL_SIZES = {  # images per split: checked when a transfer set is loaded, used by the cost estimates
-    ("imagenet1k", "train"): 1_281_167,
-    ("imagenet1k", "val"): 50_000,
-    ("imagenet100", "train"): 126_689,
-    ("imagenet100", "val"): 5_000,
-    ("cifar10", "train"): 50_000,
-    ("cifar10", "val"): 10_000,
-    ("cifar100", "train"): 50_000,
-    ("cifar100", "val"): 10_000,
-    ("flowers102", "train"): 2_040,
-    ("flowers102", "val"): 6_149,
-    ("pets", "train"): 3_680,
-    ("pets", "val"): 3_669,
-    ("imagenet_a", "val"): 7_500,
-    ("imagenet_c", "val"): 50_000,
-    ("voc2012", "val"): 1_449,
 }
 
 _LAYOUT_CHECKS: dict[str, Callable[[Path], None]] = {
@@ -158,6 +198,8 @@ _LAYOUT_CHECKS: dict[str, Callable[[Path], None]] = {
     "cifar100": lambda root: transfer.check_cifar("cifar100", root),
     "flowers102": transfer.check_flowers,
     "pets": transfer.check_pets,
+    "stanford_cars": transfer.check_cars,
+    **{name: partial(transfer.check_domainnet, domain) for name, domain in _DOMAINNET.items()},
     "imagenet_a": transfer.check_imagenet_a,
     "imagenet_c": transfer.check_imagenet_c,
     "voc2012": transfer.check_voc,
@@ -338,6 +380,10 @@ def _build_transfer(
             dataset = transfer.flowers102(path, split, transform)
         elif name == "pets":
             dataset = transfer.pets(path, split, transform)
+        elif name == "stanford_cars":
+            dataset = transfer.stanford_cars(path, split, transform)
+        elif name in _DOMAINNET:
+            dataset = transfer.domainnet(_DOMAINNET[name], path, split, transform)
         elif name == "imagenet_a":
             dataset = transfer.imagenet_a(path, transform)
         elif name == "imagenet_c":

@@ -1,12 +1,14 @@
-"""Readers of the transfer and robustness datasets (Tabs. 4, 5 and 6): CIFAR-10/100, Flowers102 and
-Oxford-IIIT Pets for fine-tuning, ImageNet-A and ImageNet-C for robustness, PASCAL VOC 2012 segmentation
-for the attention Jaccard. Each reads the on-disk layout that torchvision (or the dataset's own archive)
-produces; nothing here downloads.
+"""Readers of the transfer and robustness datasets (Tabs. 3 to 6): Stanford Cars and DomainNet (Clipart,
+Painting, Sketch) for training from scratch, CIFAR-10/100, Flowers102 and Oxford-IIIT Pets for
+fine-tuning, ImageNet-A and ImageNet-C for robustness, PASCAL VOC 2012 segmentation for the attention
+Jaccard. Each reads the on-disk layout that torchvision (or the dataset's own archive) produces; nothing
+here downloads.
 
 The layout checks raise `LayoutError(problem, path)`; the registry turns it into a `DatasetNotFoundError`
-that names the dataset, its expected layout and the config key to set. torchvision's CIFAR10/100 and
-Flowers102 classes are not used because they verify the MD5 sums of the original archives' files, so they
-refuse any other file (a test tree included); the readers below follow their parsing instead.
+that names the dataset, its expected layout and the config key to set. torchvision's classes are not used:
+its CIFAR10/100 and Flowers102 verify the MD5 sums of the original archives' files, so they refuse any other
+file (a test tree included), and its StanfordCars says only "Dataset not found." whatever is missing and
+cannot read an annotation file of one record. The readers below follow their parsing instead.
 """
 
 import os
@@ -62,9 +64,10 @@ def class_folders(directory: Path) -> set[str]:
 
 
 def _missing_files(paths: Sequence[str], what: str, where: Path) -> None:
+    """Report the files of `paths` that do not exist: their count and the first five, relative to `where`."""
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
-        names = ", ".join(Path(path).name for path in missing[:5])
+        names = ", ".join(os.path.relpath(path, where) for path in missing[:5])
         raise LayoutError(f"{len(missing)} of the {len(paths)} {what} are missing (e.g. {names})", where)
 
 
@@ -186,7 +189,9 @@ def check_flowers(root: Path) -> None:
     _require_dir(base / "jpg", f"the {FLOWERS_FOLDER}/jpg image folder")
 
 
-def _load_mat(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def _read_mat(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The `keys` entries of a MATLAB file as scipy reads them with squeeze_me=True (as torchvision does),
+    each made at least 1-d so that a one-element list or struct array still iterates."""
     from scipy.io import loadmat
 
     try:
@@ -196,7 +201,11 @@ def _load_mat(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
     missing = [key for key in keys if key not in content]
     if missing:
         raise LayoutError(f"{path.name} has no {', '.join(missing)} entry", path)
-    return {key: np.atleast_1d(content[key]).astype(np.int64) for key in keys}
+    return {key: np.atleast_1d(content[key]) for key in keys}
+
+
+def _load_mat(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    return {key: value.astype(np.int64) for key, value in _read_mat(path, keys).items()}
 
 
 def flowers102(root: Path, split: str, transform: Transform | None = None) -> ListedImages:
@@ -256,6 +265,156 @@ def pets(root: Path, split: str, transform: Transform | None = None) -> ListedIm
         raise LayoutError(f"{listing.name} lists no images", listing)
     _missing_files([path for path, _ in samples], f"images listed in {listing.name}", base / "images")
     return ListedImages(samples, [names.get(i, f"class {i + 1}") for i in range(37)], transform)
+
+
+# ------------------------------------------------------------------------------------- Stanford Cars
+
+CARS_FOLDER = "stanford_cars"
+CARS_CLASSES = 196
+# split -> (annotation file, image folder) under stanford_cars/, the files torchvision's StanfordCars reads
+_CARS_SPLITS = {
+    "train": ("devkit/cars_train_annos.mat", "cars_train"),
+    "val": ("cars_test_annos_withlabels.mat", "cars_test"),
+}
+
+
+def check_cars(root: Path) -> None:
+    base = root / CARS_FOLDER
+    _require_files(base, ["cars_test_annos_withlabels.mat"], CARS_FOLDER)
+    _require_files(base / "devkit", ["cars_meta.mat", "cars_train_annos.mat"], f"{CARS_FOLDER}/devkit")
+    for _, folder in _CARS_SPLITS.values():
+        _require_dir(base / folder, f"the {CARS_FOLDER}/{folder} image folder")
+
+
+def _cars_sample(record: np.void, number: int, path: Path, images: Path) -> tuple[str, int]:
+    """(image path, label 0..195) of annotation `number` (1-based) of `path`: its `fname` and `class` - 1."""
+    fname, label = record["fname"], np.asarray(record["class"])
+    if not isinstance(fname, str) or not fname:
+        raise LayoutError(f"{path.name}: annotation {number} has fname {fname!r}, expected a file name", path)
+    if (
+        label.shape != ()
+        or label.dtype.kind not in "iuf"
+        or not 1 <= label <= CARS_CLASSES
+        or label != int(label)
+    ):
+        raise LayoutError(
+            f"{path.name}: annotation {number} ({fname}) has class {record['class']!r}, expected an integer "
+            f"in 1..{CARS_CLASSES}",
+            path,
+        )
+    return str(images / fname), int(label) - 1
+
+
+def _cars_classes(path: Path) -> list[str]:
+    names = _read_mat(path, ["class_names"])["class_names"]
+    if len(names) != CARS_CLASSES or not all(isinstance(name, str) for name in names):
+        raise LayoutError(
+            f"{path.name}: 'class_names' must hold {CARS_CLASSES} strings, got {len(names)} entries of "
+            f"dtype {names.dtype}",
+            path,
+        )
+    return [str(name) for name in names]
+
+
+def stanford_cars(root: Path, split: str, transform: Transform | None = None) -> ListedImages:
+    """Stanford Cars, 196 classes, read as torchvision 0.29's StanfordCars reads it (its download URL is
+    dead): "train" = the 8,144 annotations of devkit/cars_train_annos.mat over cars_train/, "val" = the 8,041
+    of cars_test_annos_withlabels.mat over cars_test/ (the test set of Tab. 3). Each record of the
+    `annotations` struct array names its image (`fname`) and its `class` 1..196; label = class - 1. Class
+    names are devkit/cars_meta.mat's `class_names`."""
+    base = root / CARS_FOLDER
+    annotations, folder = _CARS_SPLITS[split]
+    path = base / annotations
+    records = _read_mat(path, ["annotations"])["annotations"]
+    missing = [repr(field) for field in ("fname", "class") if field not in (records.dtype.names or ())]
+    if missing:
+        raise LayoutError(
+            f"{path.name}: the 'annotations' entry is not a struct array with {' and '.join(missing)} fields",
+            path,
+        )
+    samples = [_cars_sample(record, number, path, base / folder) for number, record in enumerate(records, 1)]
+    _missing_files([image for image, _ in samples], f"{split} images listed in {path.name}", base / folder)
+    return ListedImages(samples, _cars_classes(base / "devkit" / "cars_meta.mat"), transform)
+
+
+# ----------------------------------------------------------------------------------------- DomainNet
+
+DOMAINNET_DOMAINS = ("clipart", "painting", "sketch")  # the three domains of Tab. 3
+DOMAINNET_CLASSES = 345
+_DOMAINNET_LISTS = {"train": "train", "val": "test"}  # split -> the suffix of the official list
+
+
+def domainnet_list(root: Path, domain: str, split: str) -> Path:
+    return root / f"{domain}_{_DOMAINNET_LISTS[split]}.txt"
+
+
+def check_domainnet(domain: str, root: Path) -> None:
+    lists = [domainnet_list(root, domain, split).name for split in _DOMAINNET_LISTS]
+    _require_files(root, lists, "DomainNet root")
+    _require_dir(root / domain, f"the {domain} image folder")
+
+
+def _domainnet_entries(listing: Path, domain: str) -> list[tuple[str, int]]:
+    """(relative image path, label) of each line `<domain>/<class name>/<file> <label 0..344>` of a list."""
+    entries = []
+    for number, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        parts = fields[0].split("/")
+        if (
+            len(fields) != 2
+            or len(parts) != 3
+            or parts[0] != domain
+            or not fields[1].isdecimal()
+            or int(fields[1]) >= DOMAINNET_CLASSES
+        ):
+            raise LayoutError(
+                f"{listing.name} line {number} is {line.strip()!r}, expected "
+                f"'{domain}/<class name>/<file> <label 0..{DOMAINNET_CLASSES - 1}>'",
+                listing,
+            )
+        entries.append((fields[0], int(fields[1])))
+    if not entries:
+        raise LayoutError(f"{listing.name} lists no images", listing)
+    return entries
+
+
+def _domainnet_classes(lists: dict[Path, list[tuple[str, int]]]) -> list[str]:
+    """The class names by label, from the class folders of the listed paths of both lists (so that a class
+    missing from one list, like t-shirt from painting_train.txt, is still named); each label must go with
+    one class folder and each class folder with one label."""
+    names: dict[int, str] = {}
+    labels: dict[str, int] = {}
+    for listing, entries in lists.items():
+        for path, label in entries:
+            name = path.split("/")[1]
+            known_name, known_label = names.setdefault(label, name), labels.setdefault(name, label)
+            clashes = [f"label {label} to class {known_name!r}"] if known_name != name else []
+            clashes += [f"class {name!r} label {known_label}"] if known_label != label else []
+            if clashes:
+                raise LayoutError(
+                    f"{listing.name}: {path} has label {label}, but the lists also give "
+                    f"{' and '.join(clashes)}; labels and class folders must correspond one to one",
+                    listing,
+                )
+    return [names.get(label, f"class {label}") for label in range(DOMAINNET_CLASSES)]
+
+
+def domainnet(domain: str, root: Path, split: str, transform: Transform | None = None) -> ListedImages:
+    """One domain of DomainNet (cleaned), 345 classes: "train" = `<domain>_train.txt`, "val" =
+    `<domain>_test.txt` (the test set of Tab. 3), images at `root/<listed path>`. Labels are the lists'
+    numbers, never the folders' order: painting_train.txt has no t-shirt (327) image, so labels counted from
+    the train folders would shift every later class against the test split."""
+    lists = {
+        domainnet_list(root, domain, name): _domainnet_entries(domainnet_list(root, domain, name), domain)
+        for name in _DOMAINNET_LISTS
+    }
+    classes = _domainnet_classes(lists)
+    listing = domainnet_list(root, domain, split)
+    samples = [(str(root / path), label) for path, label in lists[listing]]
+    _missing_files([image for image, _ in samples], f"images listed in {listing.name}", root)
+    return ListedImages(samples, classes, transform)
 
 
 # ------------------------------------------------------------------------------------ ImageNet-A and -C
