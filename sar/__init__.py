@@ -12,8 +12,16 @@ or from your own model's last-block q and k with `sar.cls_similarity`.
 """
 
 from sar import models  # registers the SAR-ready models with timm
+from sar.drloc import DenseRelativeLoc
 from sar.entropy import cls_similarity, spatial_entropy, tv_loss
 from sar.labeling import connected_components
 
-__all__ = ["cls_similarity", "connected_components", "models", "spatial_entropy", "tv_loss"]
+__all__ = [
+    "DenseRelativeLoc",
+    "cls_similarity",
+    "connected_components",
+    "models",
+    "spatial_entropy",
+    "tv_loss",
+]
 __version__ = "0.1.0"
