@@ -92,6 +92,24 @@ def test_similarity_is_the_cls_row_of_the_attention_logits(name):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_cosine_similarity_of_eq_15_leaves_the_attention_alone(name):
+    model = small(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits_dot = model(x)
+    model.set_similarity("cosine")
+    inp, grid = last_attention_input(model, x)
+    q, k, kv_grid = explicit_q_k(last_block(model).attn, inp, grid)
+    n = kv_grid[0] * kv_grid[1]
+    qn, kn = F.normalize(q[:, :, :1], dim=-1), F.normalize(k[:, :, -n:], dim=-1)
+    expected = (qn @ kn.transpose(-2, -1)).reshape(2, -1, *kv_grid)  # <q, k> / (|q| |k|), no scale
+    logits, S = model.forward_with_similarity(x)
+    torch.testing.assert_close(S, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, logits_dot)  # the classifier's attention is unchanged
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        model.set_similarity("l2")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_fused_attention_everywhere_and_no_attention_matrix(name):
     model = small(name).eval()
     ops: list[str] = []

@@ -7,7 +7,16 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from sar.models.layers import Grid, SARBlock, init_weights, model_kwargs, pretrained_cfg
+from sar.models.layers import (
+    FusedAttentionOutput,
+    Grid,
+    SARBlock,
+    init_weights,
+    model_kwargs,
+    pretrained_cfg,
+)
+
+SIMILARITIES = ("dot", "cosine")
 
 
 class SimilarityModel(nn.Module):
@@ -51,8 +60,23 @@ class SimilarityModel(nn.Module):
 
     def forward_with_similarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and S `[B, H, k, k]`: the last block's pre-softmax [CLS]-query x key logits (Eq. 4)."""
-        tokens, S = self._tokens(x, with_similarity=True)
+        tokens, S = self.forward_features_with_similarity(x)
         return self.forward_head(tokens), S
+
+    def forward_features_with_similarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final tokens of `forward_features` and S, from one pass (SAR next to a token-level loss such
+        as DRLoc's)."""
+        tokens, S = self._tokens(x, with_similarity=True)
+        return tokens, S
+
+    def set_similarity(self, kind: str) -> None:
+        """What `forward_with_similarity` returns as S: "dot" (Eq. 4, the last block's pre-softmax attention
+        logits; the default) or "cosine" (Eq. 15, Appendix B). The attention itself is unchanged."""
+        if kind not in SIMILARITIES:
+            raise ValueError(f"{self.model_name}: similarity must be one of {SIMILARITIES}, got {kind!r}")
+        for module in self.modules():
+            if isinstance(module, FusedAttentionOutput):
+                module.similarity = kind
 
     def patch_grid(self, tokens: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
         """The patch tokens of `forward_features` as a feature map `[B, C, h, w]`.

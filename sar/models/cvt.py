@@ -108,7 +108,7 @@ class ConvAttention(FusedAttentionOutput):
         if not self.with_cls:
             raise ValueError("S needs the [CLS] token: use it in the stage that has one")
         q, k, v, kv_grid = self._qkv(x, grid)
-        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, kv_grid)
+        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, kv_grid, self.similarity)
 
 
 class ConvolutionalVisionTransformer(ClsHeadModel):

@@ -93,16 +93,22 @@ class FusedAttentionOutput(nn.Module):
     scale: float
     attn_drop: float
 
+    similarity = "dot"  # what S is: "dot" (Eq. 4, the attention's own logits) or "cosine" (Eq. 15)
+
     def _out(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x = attend(q, k, v, self.scale, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
 
-def cls_row_similarity(q: torch.Tensor, k: torch.Tensor, scale: float, grid: Grid) -> torch.Tensor:
-    """S of Eq. 4 from per-head q, k `[B, H, N, d]` with the [CLS] token first and the grid's patch keys
-    last: one extra `[B, H, 1, n]` product, in float32."""
+def cls_row_similarity(
+    q: torch.Tensor, k: torch.Tensor, scale: float, grid: Grid, kind: str = "dot"
+) -> torch.Tensor:
+    """S of Eq. 4 (`kind="dot"`) or Eq. 15 (`"cosine"`) from per-head q, k `[B, H, N, d]` with the [CLS]
+    token first and the grid's patch keys last: one extra `[B, H, 1, n]` product, in float32."""
     n = grid[0] * grid[1]
-    return cls_similarity(q[:, :, 0], k[:, :, -n:], grid=grid, scale=scale)
+    return cls_similarity(
+        q[:, :, 0], k[:, :, -n:], grid=grid, kind=kind, scale=scale if kind == "dot" else None
+    )
 
 
 class ClsAttention(FusedAttentionOutput):
@@ -136,7 +142,7 @@ class ClsAttention(FusedAttentionOutput):
 
     def forward_with_similarity(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
         q, k, v = self.qkv_heads(x)
-        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, grid)
+        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, grid, self.similarity)
 
 
 def init_weights(module: nn.Module) -> None:

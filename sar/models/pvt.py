@@ -91,7 +91,7 @@ class SRAttention(FusedAttentionOutput):
                 "S needs the [CLS] token and full-resolution keys: use it on a stage with sr_ratio 1"
             )
         q, k, v = self._qkv(x, grid)
-        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, grid)
+        return self._out(q, k, v), cls_row_similarity(q, k, self.scale, grid, self.similarity)
 
 
 class PyramidVisionTransformer(ClsHeadModel):
