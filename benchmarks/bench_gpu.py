@@ -417,15 +417,17 @@ class Bench:
                 "last_block": last_block,
                 "protocol": self.protocol,
                 "model_kwargs": dict(self.plan.model_kwargs),
+                "loss": {"drloc_weight": 0.0, "drloc_pairs": 64, "similarity": "dot"},
             }
         )
         model = build_model(cfg, self.plan.classes, self.device).train()
-        return for_training(model, self.world), adamw(model, self.protocol)
+        training, net = for_training(model, cfg, self.world)
+        return net, adamw(training, self.protocol)
 
     def losses(self, net: nn.Module, sar_loss: bool) -> Losses:
         """(loss, ce, aux) as `train_one_epoch` computes them."""
         with self.precision.autocast():
-            logits, S = net(self.images)
+            logits, S, _ = net(self.images)
         ce = F.cross_entropy(logits.float(), self.targets)
         aux = sar.spatial_entropy(S if sar_loss else S.detach())
         return (ce + LAMBDA * aux if sar_loss else ce), ce, aux
@@ -443,7 +445,8 @@ class Bench:
 
         def step() -> None:
             loss, ce, aux = losses()
-            totals.add(loss, ce, aux, optimizer_step(loss, optimizer, net, self.precision, clip=None))
+            skipped = optimizer_step(loss, optimizer, net, self.precision, clip=None)
+            totals.add(loss, ce, aux, torch.zeros_like(ce), skipped)
 
         return Loop(step, lambda: totals.read(self.world, "bench"))
 

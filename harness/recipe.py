@@ -23,19 +23,32 @@ import sar  # noqa: F401  (registers the SAR-ready models with timm)
 from harness.config import RECIPES_DIR, RecipeError, runs_root
 from harness.config.compose import compose_recipe
 from harness.config.overrides import Setting, apply, parse
-from harness.config.schema import Run, identity_of
+from harness.config.schema import Loss, Run, identity_of
 from harness.data import DATASETS, EVALUATION_ONLY
 from harness.data.synthetic import MAX_CLASSES
 from harness.eval import EVALUATIONS, METRICS
 from sar.models import LAST_BLOCKS, LOCAL_KWARGS, MODEL_NAMES
+from sar.models.base import SIMILARITIES
 
 SCALES = ("paper", "local")
-TRANSFER_TARGETS = ("cifar10", "cifar100", "flowers102", "pets")  # Tab. 4
+# datasets whose local stand-in keeps their class count: Tab. 4's transfer targets, Tab. 3's small sets
+TRANSFER_TARGETS = (
+    "cifar10",
+    "cifar100",
+    "flowers102",
+    "pets",
+    "stanford_cars",
+    "domainnet_clipart",
+    "domainnet_painting",
+    "domainnet_sketch",
+)
 AMP_MODES = ("bf16", "fp16", "off")
+REPORTED = ("final", "best", "best_ema")
 ENGINES = ("supervised", "finetune", "evaluate")
 TRAINING_ENGINES = ("supervised", "finetune")
 CHECKPOINTS = ("final", "best")
 LOSS_VARIANTS = ("entropy", "tv")
+LOSS_SCHEDULES = ("constant", "warmup_cosine")
 LAUNCHERS = ("auto", "slurm", "local", "inline")
 PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
@@ -110,7 +123,12 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
             "a dataset to train on: one of " + ", ".join(sorted(set(DATASETS) - EVALUATION_ONLY)),
         ),
         (loss["variant"] in LOSS_VARIANTS, "loss.variant", loss["variant"], " | ".join(LOSS_VARIANTS)),
+        (loss["similarity"] in SIMILARITIES, "loss.similarity", loss["similarity"], " | ".join(SIMILARITIES)),
         (loss["weight"] >= 0, "loss.weight", loss["weight"], "a weight >= 0"),
+        (loss["schedule"] in LOSS_SCHEDULES, "loss.schedule", loss["schedule"], " | ".join(LOSS_SCHEDULES)),
+        (loss["warmup_epochs"] >= 0, "loss.warmup_epochs", loss["warmup_epochs"], "at least 0"),
+        (loss["drloc_weight"] >= 0, "loss.drloc_weight", loss["drloc_weight"], "a weight >= 0 (0: no DRLoc)"),
+        (loss["drloc_pairs"] >= 1, "loss.drloc_pairs", loss["drloc_pairs"], "at least 1"),
         (run["engine"] in ENGINES, "engine", run["engine"], " | ".join(ENGINES)),
         (
             run["epochs"] >= 1 or run["engine"] == "evaluate",
@@ -128,6 +146,19 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
         ),
         (protocol["batch_size"] >= 1, "protocol.batch_size", protocol["batch_size"], "at least 1"),
         (protocol["warmup_epochs"] >= 0, "protocol.warmup_epochs", protocol["warmup_epochs"], "at least 0"),
+        (
+            protocol["cooldown_epochs"] >= 0,
+            "protocol.cooldown_epochs",
+            protocol["cooldown_epochs"],
+            "at least 0",
+        ),
+        (protocol["reports"] in REPORTED, "protocol.reports", protocol["reports"], " | ".join(REPORTED)),
+        (
+            protocol["model_ema_decay"] is not None or protocol["reports"] != "best_ema",
+            "protocol.reports",
+            protocol["reports"],
+            "final or best: best_ema needs protocol.model_ema_decay",
+        ),
         (protocol["lr"] > 0, "protocol.lr", protocol["lr"], "a learning rate > 0"),
         (run["train"]["eval_every"] >= 1, "train.eval_every", run["train"]["eval_every"], "at least 1"),
         (run["train"]["amp"] in AMP_MODES, "train.amp", run["train"]["amp"], " | ".join(AMP_MODES)),
@@ -266,9 +297,15 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
     )
     run["eval"].update(input_size=None, roots={})  # the stand-ins are rendered at the model's size
     run["model_kwargs"] = {**LOCAL_KWARGS[run["model"]], **run["model_kwargs"]}
-    if run["engine"] != "evaluate":
-        run["epochs"] = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
-    run["protocol"].update(batch_size=local.batch_size, repeated_aug=local.repeated_aug)
+    if run["engine"] != "evaluate":  # warm-ups shrink with the epochs: 20 of 8 epochs would be all warm-up
+        epochs = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
+        ratio = epochs / run["epochs"]
+        run["protocol"]["warmup_epochs"] = round(run["protocol"]["warmup_epochs"] * ratio)
+        run["protocol"]["cooldown_epochs"] = round(run["protocol"]["cooldown_epochs"] * ratio)
+        run["loss"]["warmup_epochs"] = round(run["loss"]["warmup_epochs"] * ratio)
+        run["epochs"] = epochs
+    # the protocol's base learning rate, not scaled down to the local batch (5e-4 x 64/512 barely moves)
+    run["protocol"].update(batch_size=local.batch_size, repeated_aug=local.repeated_aug, lr_batch_ref=None)
     run["resources"].update(nodes=1, gpus_per_node=0, cpus_per_task=local.cpus, mem_gb=local.mem_gb)
 
 
@@ -450,8 +487,10 @@ def load_recipe(
             blame = _Blame(path, row.id, point)
             apply(run, point, row.id)
             _anchor_folders(run)
-            if not run["loss"]["sar"]:  # an unused weight must not make two identical runs look different
-                run["loss"]["weight"] = 0.0
+            if not run["loss"]["sar"]:  # an unused lambda must not make two identical runs look different
+                run["loss"].update(weight=0.0, schedule="constant", warmup_epochs=0)
+            if not run["loss"]["drloc_weight"]:
+                run["loss"]["drloc_pairs"] = Loss.drloc_pairs
             _check_values(run, blame)
             if recipe.scale == "local":
                 _to_local(run, recipe.local)

@@ -3,6 +3,7 @@
 import pytest
 
 from harness.cli import main
+from harness.config import RecipeError
 from harness.recipe import load_recipe
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
@@ -60,9 +61,11 @@ def test_null_lists_quoted_strings_and_mappings(tiny):
 
 
 def test_protocol_selects_an_option_of_the_group_for_every_row(tiny):
-    for run in load_recipe(tiny, ["protocol=t2t"])[1]:
+    for run in load_recipe(tiny, ["protocol=t2t", "epochs=310"])[1]:
         p = run.config.protocol
         assert p.name == "t2t" and p.warmup_epochs == 10 and p.interpolation == "random"
+    with pytest.raises(RecipeError, match=r"protocol\.cooldown_epochs.*-1.*at least 0"):
+        load_recipe(tiny, ["protocol=t2t", "protocol.cooldown_epochs=-1"])
 
 
 def test_recipe_level_overrides_reach_hydra(tiny):

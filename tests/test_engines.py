@@ -17,7 +17,7 @@ import sar  # noqa: F401  (registers the models)
 from harness.config import RecipeError
 from harness.core import checkpoint
 from harness.core import data as core_data
-from harness.core.schedule import LrSchedule
+from harness.core.schedule import LrSchedule, loss_weight
 from harness.engines import evaluate, supervised, train_run
 from harness.eval import CORRUPTIONS
 from harness.recipe import load_recipe
@@ -241,7 +241,9 @@ def test_attention_jaccard_against_a_hand_computation(monkeypatch):
 
 
 def test_per_step_schedule_moves_within_an_epoch_and_per_epoch_does_not():
-    protocol = OmegaConf.create({"lr_per_step": True, "min_lr": 1e-5, "warmup_epochs": 1, "warmup_lr": 1e-6})
+    protocol = OmegaConf.create(
+        {"lr_per_step": True, "min_lr": 1e-5, "warmup_epochs": 1, "warmup_lr": 1e-6, "cooldown_epochs": 0}
+    )
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     schedule = LrSchedule(optimizer, protocol, epochs=4, steps_per_epoch=10)
@@ -312,3 +314,76 @@ def test_training_steps_do_not_wait_for_the_device(tmp_path, monkeypatch):
             _host_reads(monkeypatch, recipe, [*common, f"data.synthetic.train_per_class={per_class}"])
         )
     assert reads[0] == reads[1], reads
+
+
+def test_table4_rows_follow_appendix_d3():
+    """The fine-tuned model keeps the pre-training architecture; "SAR fine-tuning" adds lambda L_se and
+    keeps the standard block (Appendix D.3); the official command's hyperparameters."""
+    _, runs = load_recipe("recipes/table4.yaml")
+    assert len(runs) == 16
+    for run in runs:
+        c, up = run.config, run.upstream.config
+        assert c.engine == "finetune" and up.table == "table2" and c.last_block == up.last_block
+        sar_pretrained, sar_finetuned = up.last_block == "sar", c.loss.sar
+        assert up.loss.sar == sar_pretrained and up.row == ("vit-s-sar" if sar_pretrained else "vit-s")
+        assert ("sar-both" if sar_pretrained and sar_finetuned else "") in c.row
+        assert c.loss.weight == (0.01 if sar_finetuned else 0.0)
+        p = c.protocol
+        assert (c.epochs, p.batch_size, p.lr, p.lr_batch_ref, p.warmup_epochs) == (100, 512, 5e-4, 512, 3)
+        assert not p.repeated_aug and p.drop_path == 0.1 and c.data.input_size == 224
+    assert {r.config.data.dataset for r in runs} == {"cifar10", "cifar100", "flowers102", "pets"}
+
+
+def test_lambda_schedules_the_paper_and_the_public_code():
+    paper = OmegaConf.create({"schedule": "constant", "weight": 0.01, "warmup_epochs": 10})
+    assert {loss_weight(paper, e, 300) for e in range(300)} == {0.01}
+    code = OmegaConf.create({"schedule": "warmup_cosine", "weight": 0.01, "warmup_epochs": 10})
+    weights = [loss_weight(code, e, 300) for e in range(300)]
+    # SAR's utils.cosine_scheduler(0.01, 0, 300, warmup_epochs=10): linspace, then cosine over 290 epochs
+    cosine = [0.005 * (1 + math.cos(math.pi * i / 290)) for i in range(290)]
+    expected = list(np.linspace(0, 0.01, 10)) + cosine
+    assert weights == pytest.approx(expected)
+    assert weights[0] == 0 and weights[9] == pytest.approx(0.01) and weights[10] == pytest.approx(0.01)
+    assert 0 < weights[-1] < 1e-6
+
+
+def test_drloc_trains_its_head_beside_the_model_and_resumes(tmp_path):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    overrides = [*TINY_OVERRIDES, "epochs=2", "loss.drloc_weight=0.1", "loss.drloc_pairs=8"]
+    (run,) = [r for r in load_recipe(recipe, overrides)[1] if r.rows == ["base"]]
+    config = OmegaConf.to_container(run.config)
+    config["epochs"] = 1
+    train_run(config, run.uid)  # one epoch, then resumed to two below
+    saved = torch.load(run.folder / CHECKPOINT, weights_only=True)
+    assert saved["drloc"] and not any(k.startswith("drloc") for k in saved["model"])  # not the model's
+    result = train_run(OmegaConf.to_container(run.config), run.uid)
+    records = read_metrics(run.folder)
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["train_drloc"] > 0 for r in records)
+    assert records[0]["train_loss"] == pytest.approx(
+        records[0]["train_ce"] + 0.1 * records[0]["train_drloc"], rel=1e-5
+    )
+    assert result["metrics"]["top1"] >= 0
+    resumed = torch.load(run.folder / CHECKPOINT, weights_only=True)["drloc"]
+    assert any(not torch.equal(resumed[k], saved["drloc"][k]) for k in saved["drloc"])  # it trained on
+
+
+def test_model_ema_and_cooldown_as_timm_train_py(tmp_path):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    overrides = [*TINY_OVERRIDES, "epochs=3", "protocol.model_ema_decay=0.5", "protocol.reports=best_ema"]
+    overrides += ["protocol.cooldown_epochs=1", "protocol.warmup_epochs=0"]
+    (run,) = [r for r in load_recipe(recipe, overrides)[1] if r.rows == ["base"]]
+    result = train_run(OmegaConf.to_container(run.config), run.uid)
+    records = read_metrics(run.folder)
+    assert all("val_top1_ema" in r for r in records)
+    best = max(records, key=lambda r: r["val_top1_ema"])
+    assert result["ema"] == {
+        "top1": records[-1]["val_top1_ema"],
+        "best_top1": best["val_top1_ema"],
+        "best_epoch": best["epoch"],
+    }
+    assert result["reported"] == {"what": "best_ema", "top1": best["val_top1_ema"]}
+    # cosine over 3 - 1 epochs, then the cool-down epoch at min_lr
+    assert records[-1]["lr"] == pytest.approx(run.config.protocol.min_lr)
+    assert records[0]["lr"] > records[1]["lr"] > records[-1]["lr"] or records[1]["lr"] == records[-1]["lr"]
+    with pytest.raises(RecipeError, match=r"best_ema needs protocol\.model_ema_decay"):
+        load_recipe(recipe, [*TINY_OVERRIDES, "protocol.reports=best_ema"])

@@ -62,8 +62,8 @@ BROKEN_RECIPES = [
     ),
     (
         "  - protocol: deit",
-        "  - protocol: swin",
-        ["tiny.yaml", "protocol", "swin", "cvt, deit, finetune, pvt, t2t"],
+        "  - protocol: beit",
+        ["tiny.yaml", "protocol", "beit", "cvt, deit, finetune, pvt, swin, t2t"],
     ),
     ('    label: "ViT-T"\n', "", ["tiny.yaml", "rows", "label", "missing"]),
     ("  - id: sar", "  - id: base", ["tiny.yaml", "rows", "unique", "base"]),
@@ -125,7 +125,7 @@ BAD_OVERRIDES = [
     (["model_kwargs.mlp_ratio=2"], ["model_kwargs.mlp_ratio", "row 'base'", "+model_kwargs.mlp_ratio=2"]),
     (["~model_kwargs.mlp_ratio"], ["override '~model_kwargs.mlp_ratio'", "no key"]),
     (["~epochs"], ["override '~epochs'", "cannot be removed"]),
-    (["protocol=swin"], ["protocol", "swin", "cvt, deit, finetune, pvt, t2t"]),
+    (["protocol=beit"], ["protocol", "beit", "cvt, deit, finetune, pvt, swin, t2t"]),
     (["+new.key=1"], ["override '+new.key=1'", "unknown key 'new.key'"]),
     (["++model_kwargs.depth=-3"], ["override '++model_kwargs.depth=-3'", "model_kwargs", "cannot be built"]),
     (["epochs=null"], ["override 'epochs=null'", "epochs"]),
@@ -153,7 +153,8 @@ def test_every_shipped_recipe_validates_at_both_scales():
 
 
 def test_protocols_state_only_what_differs_from_the_one_they_extend():
-    """DeiT states every hyperparameter; PVT is DeiT's protocol; T2T and CvT list their differences."""
+    """DeiT states every hyperparameter; PVT is DeiT's protocol but for the colour jitter; T2T, CvT, Swin
+    and the fine-tuning protocol list their differences."""
     files = {p.stem: yaml.safe_load(p.read_text()) for p in (RECIPES_DIR / "protocol").glob("*.yaml")}
     base = files.pop("deit")
     for name, own in files.items():
@@ -166,7 +167,9 @@ def test_protocols_state_only_what_differs_from_the_one_they_extend():
     assert protocol["t2t"].weight_decay == protocol["vit-s"].weight_decay == 0.05  # inherited from deit
     assert protocol["cvt"].batch_size == 2048 and not protocol["cvt"].repeated_aug
     pvt, deit = dict(protocol["pvt"]), dict(protocol["vit-s"])
-    assert {k for k in pvt if pvt[k] != deit[k]} == {"name", "description"}
+    assert {k for k in pvt if pvt[k] != deit[k]} == {"name", "description", "color_jitter"}
+    assert (protocol["t2t"].cooldown_epochs, protocol["t2t"].model_ema_decay) == (10, 0.99996)
+    assert {run.config.epochs for run in runs if run.config.protocol.name == "t2t"} == {310}
 
 
 def test_identical_rows_share_one_run():
@@ -176,6 +179,34 @@ def test_identical_rows_share_one_run():
     assert ("1a/0.01", "1b/F", "1c/sar-100") in by_rows
     assert ("1b/A", "1c/vit-100") in by_rows
     assert len(runs) == 12
+
+
+def test_other_tables_reuse_the_runs_they_share():
+    """Tab. 7's ViT rows, Tab. 8's 100 % column and Appendix B's SAR row are Tab. 1's runs; Tab. 13's
+    baseline and SAR rows are Tab. 2's."""
+    uids = {
+        name: {r.uid: r for r in load_recipe(RECIPES_DIR / f"{name}.yaml")[1]}
+        for name in ("table1", "table2")
+    }
+    for name, home, rows in (
+        ("table7", "table1", {"vit-s", "vit-s-sar"}),
+        ("table8", "table1", {"vit-1.00", "sar-1.00"}),
+        ("appendix_b", "table1", {"sar"}),
+        ("table13", "table2", {"vit-s", "vit-s-sar"}),
+    ):
+        _, runs = load_recipe(RECIPES_DIR / f"{name}.yaml")
+        shared = {row for r in runs if r.uid in uids[home] for row in r.rows}
+        assert shared == rows, name
+        assert {r.config.table for r in runs} == {home}
+
+
+def test_local_scale_shrinks_warm_ups_with_the_epochs():
+    _, runs = load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local", "loss.schedule=warmup_cosine"])
+    for run in runs:
+        c = run.config
+        ratio = c.epochs / (300 if "300" in c.row else 100)
+        assert c.protocol.warmup_epochs == round(20 * ratio)  # Swin's 20 warm-up epochs
+        assert c.loss.warmup_epochs == (round(10 * ratio) if c.loss.sar else 0)
 
 
 def test_figure3_reuses_table2_runs():
@@ -190,7 +221,9 @@ def test_local_scale_maps_to_synthetic_small_models_and_fewer_epochs():
     for run in runs:
         c = run.config
         assert c.data.dataset == "synthetic" and c.data.stands_for == "imagenet1k"
-        assert c.model_kwargs.img_size == 64 and c.epochs == 24 and c.resources.gpus_per_node == 0
+        assert c.model_kwargs.img_size == 64 and c.resources.gpus_per_node == 0
+        assert c.epochs == (25 if c.protocol.name == "t2t" else 24)  # 8 % of 310 and of 300
+        assert c.protocol.lr_batch_ref is None and c.protocol.batch_size == 64  # the base lr at batch 64
 
 
 def test_overrides_apply_before_local_scaling():

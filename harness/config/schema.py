@@ -50,6 +50,9 @@ class Protocol:
     warmup_lr: float = computed()
     warmup_epochs: int = computed()
     lr_per_step: bool = computed()  # the cosine and its warm-up advance every iteration, not every epoch
+    cooldown_epochs: int = computed()  # the last epochs at min_lr, after the cosine (timm train.py: 10)
+    model_ema_decay: float | None = computed()  # an exponential moving average of the weights; None: none
+    reports: str = incidental()  # what the original work reports: final | best | best_ema (top-1)
     weight_decay: float = computed()
     opt_eps: float = computed()  # weight decay never applies to norms, biases and tokens (timm's factory)
     drop_path: float = computed()
@@ -72,6 +75,14 @@ class Loss:
     sar: bool = computed(False)  # add lambda * L_se (Eq. 9) to the main loss
     weight: float = computed(0.01)  # lambda
     variant: str = computed("entropy")  # "entropy" (Eq. 9) or "tv" (Eq. 14, Appendix B)
+    similarity: str = computed("dot")  # S: "dot" (Eq. 4) or "cosine" (Eq. 15, Appendix B)
+    # constant (the paper: lambda = 0.01 throughout) | warmup_cosine (the public code: linear from 0 over
+    # warmup_epochs, then a cosine from lambda towards 0 at the last epoch, per epoch)
+    schedule: str = computed("constant")
+    warmup_epochs: int = computed(10)
+    # DRLoc (Liu et al. 2021a, Tab. 13): lambda_drloc (0: off) and the pairs drawn per image
+    drloc_weight: float = computed(0.0)
+    drloc_pairs: int = computed(64)
 
 
 @dataclass
@@ -238,12 +249,17 @@ class Row:
     fraction: float | None = None
     paper: dict[str, float] = dataclasses.field(default_factory=dict)  # metric name -> value
     paper_points: dict[int, float] = dataclasses.field(default_factory=dict)  # Fig. 3: epoch -> top-1
+    # the gain the paper prints beside this cell, per metric: the report checks it against paper - baseline
+    paper_gain: dict[str, float] = dataclasses.field(default_factory=dict)
+    paper_quoted_from: str | None = None  # the paper copied this row's numbers from another work
+    note: str = ""  # what a reader must know beside this row's numbers (shown in the report)
     baseline: str | None = None  # id of the row this one improves on: the report shows the gain over it
 
 
 @dataclass
 class Local:
-    """How `scale=local` shrinks a table: synthetic data, small models, fewer epochs, CPU-sized batches."""
+    """How `scale=local` shrinks a table: synthetic data, small models, fewer epochs (warm-ups shrink with
+    them), CPU-sized batches trained at the protocol's base learning rate (no linear scaling down to them)."""
 
     epochs_factor: float = 0.08  # Tab. 1 at local scale fits 20 minutes on 2 cores
     min_epochs: int = 2

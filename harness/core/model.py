@@ -1,4 +1,5 @@
-"""The model of a run, built through timm's registry, and its SAR forward."""
+"""The model of a run, built through timm's registry, and its training forward: logits, the similarity
+maps S, and the DRLoc loss where the run adds it."""
 
 import timm
 import torch
@@ -10,34 +11,49 @@ import sar
 from harness import distributed
 
 
-class WithSimilarity(nn.Module):
-    """Makes `forward` return (logits, S), so that DDP sees the SAR forward."""
+class Training(nn.Module):
+    """`forward` returns (logits, S, DRLoc loss or None) from one pass, so that DDP sees all of it. The DRLoc
+    head lives here, not in the model: it is trained with it (the optimizer and DDP see its parameters)
+    but is no part of what downstream runs load."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, drloc_pairs: int | None) -> None:
         super().__init__()
         self.model = model
+        self.drloc = None if drloc_pairs is None else sar.DenseRelativeLoc(model.embed_dim, pairs=drloc_pairs)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_with_similarity(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        tokens, S = self.model.forward_features_with_similarity(x)
+        logits = self.model.forward_head(tokens)
+        if self.drloc is None:
+            return logits, S, None
+        grid = self.model.patch_grid(tokens, self.model.feature_grid_for(x.shape[-2:]))
+        return logits, S, self.drloc(grid)
+
+    def no_weight_decay(self) -> set[str]:
+        """The model's own exemptions (position embeddings, tokens), under this module's names."""
+        return {f"model.{name}" for name in self.model.no_weight_decay()}
 
 
 def build_model(cfg: DictConfig, classes: int, device: torch.device) -> nn.Module:
-    return timm.create_model(
+    model = timm.create_model(
         cfg.model,
         num_classes=classes,
         last_block=cfg.last_block,
         drop_path_rate=cfg.protocol.drop_path,
         **OmegaConf.to_container(cfg.model_kwargs),
     ).to(device)
+    model.set_similarity(cfg.loss.similarity)
+    return model
 
 
-def for_training(model: nn.Module, world: distributed.World) -> nn.Module:
-    """The SAR forward, wrapped in DDP when there are several processes."""
-    net: nn.Module = WithSimilarity(model)
-    if world.size > 1:
-        ids = [world.local_rank] if world.device.type == "cuda" else None
-        net = DistributedDataParallel(net, device_ids=ids)
-    return net
+def for_training(model: nn.Module, cfg: DictConfig, world: distributed.World) -> tuple[Training, nn.Module]:
+    """The training module (model + auxiliary heads, what the optimizer sees) and the module to call: the
+    same, wrapped in DDP when there are several processes."""
+    training = Training(model, cfg.loss.drloc_pairs if cfg.loss.drloc_weight > 0 else None).to(world.device)
+    if world.size == 1:
+        return training, training
+    ids = [world.local_rank] if world.device.type == "cuda" else None
+    return training, DistributedDataParallel(training, device_ids=ids)
 
 
 def aux_loss(cfg: DictConfig, S: torch.Tensor) -> torch.Tensor:

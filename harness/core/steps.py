@@ -15,10 +15,11 @@ from harness import distributed
 from harness.core.data import RunFailed
 from harness.core.precision import Precision
 
-TOTALS = ("loss", "ce", "aux", "steps", "skipped")
+TOTALS = ("loss", "ce", "aux", "drloc", "steps", "skipped")
 
 
 def adamw(model: nn.Module, protocol: DictConfig) -> torch.optim.Optimizer:
+    # `model`: everything trained, auxiliary heads included (harness.core.model.Training)
     """timm's AdamW (no weight decay on norms, biases and tokens), fused: it skips a step on the device."""
     p = protocol
     lr = p.lr * p.batch_size / p.lr_batch_ref if p.lr_batch_ref else p.lr
@@ -34,9 +35,11 @@ class StepTotals:
         self.streak = torch.zeros((), device=device)
         self.longest = torch.zeros((), device=device)
 
-    def add(self, loss: torch.Tensor, ce: torch.Tensor, aux: torch.Tensor, bad: torch.Tensor) -> None:
+    def add(
+        self, loss: torch.Tensor, ce: torch.Tensor, aux: torch.Tensor, drloc: torch.Tensor, bad: torch.Tensor
+    ) -> None:
         """`bad` (0. or 1., on the device) marks a skipped step: its losses are left out of the sums."""
-        values = torch.stack([loss.detach(), ce.detach(), aux.detach()]).double()
+        values = torch.stack([loss.detach(), ce.detach(), aux.detach(), drloc.detach().float()]).double()
         kept = torch.where(bad.bool(), torch.zeros_like(values), values)
         self.sums += torch.cat([kept, (1 - bad).double()[None], bad.double()[None]])
         self.streak = (self.streak + 1) * bad

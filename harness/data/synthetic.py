@@ -170,6 +170,8 @@ class SyntheticShapes(torch.utils.data.Dataset):
 
     `__getitem__` returns `(transform(image), label)` (the PIL RGB image when no transform is given) and
     `mask(i)` the boolean foreground of the same image, for segmentation-style checks of attention maps.
+    Each image is rendered once per process and kept (12 KB at 64 px): rendering costs more than a local
+    training step's share of it, and every epoch asks for every image again.
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self._table = class_cells(config)
         per_class = config.train_per_class if split == "train" else config.val_per_class
         self._length = config.num_classes * per_class
+        self._rendered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.targets = [i % config.num_classes for i in range(self._length)]
         self.classes = [
             f"{_SHAPE_NAMES[s]}/{_PATTERN_NAMES[_APPEARANCES[a][2]]}/"
@@ -205,6 +208,13 @@ class SyntheticShapes(torch.utils.data.Dataset):
         if not -self._length <= index < self._length:
             raise IndexError(f"index {index} out of range for a split of {self._length} items")
         index %= self._length
+        if index not in self._rendered:
+            pixels, mask = self._draw(index)
+            pixels.flags.writeable = mask.flags.writeable = False  # shared by every later call
+            self._rendered[index] = pixels, mask
+        return self._rendered[index]
+
+    def _draw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         size = self.config.image_size
         rng = np.random.default_rng(
             np.random.SeedSequence([_IMAGE_TAG, self.config.seed, _SPLITS[self.split], index])

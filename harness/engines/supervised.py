@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from harness import distributed
@@ -25,7 +26,7 @@ from harness.core.log import RunLog
 from harness.core.model import aux_loss, build_model, for_training
 from harness.core.precision import Precision
 from harness.core.rng import rng_state, seed_everything, set_rng_state
-from harness.core.schedule import LrSchedule
+from harness.core.schedule import LrSchedule, loss_weight
 from harness.core.steps import StepTotals, adamw, mean, optimizer_step
 from harness.provenance import provenance, record_start
 from harness.results import BEST_CHECKPOINT, CHECKPOINT
@@ -44,8 +45,10 @@ def run(
     model = build_model(cfg, classes, world.device)
     if init is not None:
         init(model)
-    net = for_training(model, world)
-    optimizer = adamw(model, cfg.protocol)
+    training, net = for_training(model, cfg, world)
+    optimizer = adamw(training, cfg.protocol)
+    decay = cfg.protocol.model_ema_decay
+    ema = ModelEmaV3(model, decay=decay) if decay is not None else None
     train, val = datasets(cfg)
     loader, sampler = train_loader(cfg, train, world)
     val_loader = eval_loader(val, cfg.protocol.batch_size // world.size, cfg.data.num_workers, world)
@@ -62,6 +65,10 @@ def run(
         record_start(folder, world.job_id, saved["epoch"] if saved else 0, cfg.train.allow_code_change)
     if saved is not None:
         model.load_state_dict(saved["model"])
+        if training.drloc is not None:
+            training.drloc.load_state_dict(saved["drloc"])
+        if ema is not None:
+            ema.module.load_state_dict(saved["ema"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         precision.load_state_dict(saved["precision"])
@@ -75,11 +82,29 @@ def run(
         begin = time.perf_counter()
         sampler.set_epoch(epoch)
         stats = train_one_epoch(
-            cfg, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, world, epoch, log, heartbeat
+            cfg,
+            net,
+            loader,
+            optimizer,
+            schedule,
+            precision,
+            mixup_fn,
+            loss_fn,
+            world,
+            epoch,
+            log,
+            heartbeat,
+            ema,
         )
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
+        if cfg.loss.sar:
+            record["loss_weight"] = loss_weight(cfg.loss, epoch, cfg.epochs)
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:
             record.update(validate(model, val_loader, precision, world))
+            if ema is not None:
+                record.update(
+                    {f"{k}_ema": v for k, v in validate(ema.module, val_loader, precision, world).items()}
+                )
         record["seconds"] = time.perf_counter() - begin
         state["wall_time_s"] += record["seconds"]
         records.append(record)
@@ -94,6 +119,8 @@ def run(
                 folder / CHECKPOINT,
                 {
                     "model": model.state_dict(),
+                    "drloc": training.drloc.state_dict() if training.drloc is not None else {},
+                    "ema": ema.module.state_dict() if ema is not None else {},
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "precision": precision.state_dict(),
@@ -109,13 +136,26 @@ def run(
 
 
 def train_one_epoch(
-    cfg, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, world, epoch, log, heartbeat
+    cfg,
+    net,
+    loader,
+    optimizer,
+    schedule,
+    precision,
+    mixup_fn,
+    loss_fn,
+    world,
+    epoch,
+    log,
+    heartbeat,
+    ema=None,
 ) -> dict[str, float]:
     """One pass over the train split; the host reads the losses every `train.log_every` steps only."""
     net.train()
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps)
-    epoch_sums = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "steps": 0.0, "skipped": 0.0}
+    epoch_sums = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "drloc": 0.0, "steps": 0.0, "skipped": 0.0}
     aux_name = "tv" if cfg.loss.variant == "tv" else "se"
+    weight = loss_weight(cfg.loss, epoch, cfg.epochs)
     steps, start = len(loader), time.perf_counter()
     for step, (images, targets) in enumerate(loader):
         schedule.set(epoch, step)
@@ -124,12 +164,16 @@ def train_one_epoch(
         if mixup_fn is not None:
             images, targets = mixup_fn(images, targets)
         with precision.autocast():
-            logits, S = net(images)
+            logits, S, drloc = net(images)
         ce = loss_fn(logits.float(), targets)
         aux = aux_loss(cfg, S if cfg.loss.sar else S.detach())  # L_se is logged even where unused
-        loss = ce + cfg.loss.weight * aux if cfg.loss.sar else ce
+        loss = ce + weight * aux if cfg.loss.sar else ce
+        if drloc is not None:
+            loss = loss + cfg.loss.drloc_weight * drloc
         skipped = optimizer_step(loss, optimizer, net, precision, cfg.protocol.clip_grad)
-        totals.add(loss, ce, aux, skipped)
+        if ema is not None:
+            ema.update(net.module.model if hasattr(net, "module") else net.model)
+        totals.add(loss, ce, aux, drloc if drloc is not None else torch.zeros_like(ce), skipped)
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
             window = totals.read(world, f"epoch {epoch + 1}, step {step + 1}")
             for key, value in window.items():
@@ -140,6 +184,7 @@ def train_one_epoch(
                     "train/loss": mean(window["loss"], window["steps"]),
                     "train/ce": mean(window["ce"], window["steps"]),
                     f"train/{aux_name}": mean(window["aux"], window["steps"]),
+                    **({"train/drloc": mean(window["drloc"], window["steps"])} if drloc is not None else {}),
                     "train/lr": optimizer.param_groups[0]["lr"],
                 },
             )
@@ -151,6 +196,11 @@ def train_one_epoch(
         "train_loss": mean(epoch_sums["loss"], epoch_sums["steps"]),
         "train_ce": mean(epoch_sums["ce"], epoch_sums["steps"]),
         f"train_{aux_name}": mean(epoch_sums["aux"], epoch_sums["steps"]),
+        **(
+            {"train_drloc": mean(epoch_sums["drloc"], epoch_sums["steps"])}
+            if cfg.loss.drloc_weight > 0
+            else {}
+        ),
         "images_per_s": steps * cfg.protocol.batch_size / seconds if seconds else math.nan,
         "train_seconds": seconds,
         "skipped_steps": int(epoch_sums["skipped"]),
@@ -186,6 +236,19 @@ def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) 
     evaluated = [r for r in records if "val_top1" in r]
     best = max(evaluated, key=lambda r: r["val_top1"])
     gpus = world.size if torch.cuda.is_available() else 0
+    ema = {}
+    if cfg.protocol.model_ema_decay is not None:
+        best_ema = max(evaluated, key=lambda r: r["val_top1_ema"])
+        ema = {
+            "ema": {
+                "top1": records[-1]["val_top1_ema"],
+                "best_top1": best_ema["val_top1_ema"],
+                "best_epoch": best_ema["epoch"],
+            }
+        }
+    reported = {"final": records[-1]["val_top1"], "best": best["val_top1"]}
+    if ema:
+        reported["best_ema"] = ema["ema"]["best_top1"]
     return {
         "uid": uid,
         "table": cfg.table,
@@ -193,6 +256,8 @@ def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) 
         "engine": cfg.engine,
         "metrics": {"top1": records[-1]["val_top1"], "top5": records[-1]["val_top5"]},
         "best": {"top1": best["val_top1"], "epoch": best["epoch"]},
+        **ema,
+        "reported": {"what": cfg.protocol.reports, "top1": reported[cfg.protocol.reports]},
         "epochs": cfg.epochs,
         "wall_time_s": state["wall_time_s"],
         "gpu_hours": state["wall_time_s"] * gpus / 3600,
