@@ -294,6 +294,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in recipes:
         summary = render_table(path, args.overrides, out, args.tolerance)
         print(f"{out / summary['name']}.md, .html: {summary['done']}/{summary['runs']} run(s) done")
+        if summary["pointer"]:  # no paper-scale run, but local-scale ones: say where they are reported
+            print(f"  {summary['pointer']['text']} Report them with: {summary['pointer']['command']}")
     render_index(out)
     print(f"{out / 'index.html'}")
     return 0

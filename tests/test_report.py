@@ -1,7 +1,11 @@
 """Reports: golden Markdown for a run store built here, scorecard and gain arithmetic, broken run folders,
 HTML that parses and links only to files that exist, and byte-identical regeneration; tables of other
 metrics (two metrics with their directions, the local mCE normalised by the baseline row, a pivoted group
-of datasets, the Jaccard's void pixels) and Fig. 3's quoted points."""
+of datasets, the Jaccard's void pixels) and Fig. 3's quoted points. Reports that do not overstate: the
+verdict on a gain against the seeds' spread, the check of the paper's printed gains, gains at the paper's
+precision, what was trained at local scale, final and best epochs, the pointer to local-scale runs, the
+same bytes from `--all` and from one recipe, and the figures (separate panels, distinguishable curves,
+attention overlaid with a colour bar)."""
 
 import json
 import math
@@ -17,19 +21,20 @@ import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from harness.config import PROJECT_DIR, RECIPES_DIR
 from harness.eval import CORRUPTIONS, EXTRA_CORRUPTIONS, keep_mass
 from harness.recipe import load_recipe
-from harness.report import figures, format
-from harness.report.aggregate import RunRecord, cells, jaccard_void, scorecard
+from harness.report import attention, figures, format
+from harness.report.aggregate import RunRecord, audit, cells, jaccard_void, scorecard, verdict, welch_p
 from harness.report.render import render_index, render_table, report_stem, write_report
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny-report.md"
 
 
-def _store(recipe: Path, seeds: int = 2) -> list:
+def _store(recipe: Path, seeds: int = 2, extra: tuple[str, ...] = ()) -> list:
     """Results for every run of the tiny recipe: base 40 +- seed, sar 45 +- seed."""
-    _, runs = load_recipe(recipe, [*TINY_OVERRIDES, f"seeds={list(range(seeds))}"])
+    _, runs = load_recipe(recipe, [*TINY_OVERRIDES, f"seeds={list(range(seeds))}", *extra])
     for run in runs:
         top1 = (40.0 if "base" in run.rows else 45.0) + run.seed
         run.folder.mkdir(parents=True)
@@ -54,10 +59,12 @@ def _store(recipe: Path, seeds: int = 2) -> list:
     return runs
 
 
-def _render(recipe: Path, out: Path, seeds: int = 2) -> str:
-    render_table(recipe, [*TINY_OVERRIDES, f"seeds={list(range(seeds))}"], out, tolerance=0.5)
+def _render(recipe: Path, out: Path, seeds: int = 2, extra: tuple[str, ...] = ()) -> str:
+    summary = render_table(
+        recipe, [*TINY_OVERRIDES, f"seeds={list(range(seeds))}", *extra], out, tolerance=0.5
+    )
     render_index(out)
-    return (out / "tiny.md").read_text().replace(str(recipe), "<recipe>")
+    return (out / f"{summary['name']}.md").read_text()
 
 
 def test_markdown_matches_the_golden_file(tmp_path):
@@ -77,30 +84,47 @@ def test_regenerating_without_new_runs_gives_the_same_files(tmp_path):
     assert first == second and any(p.suffix == ".png" for p in first)
 
 
-def test_gains_are_written_as_the_paper_writes_them():
-    assert [format.gain(v) for v in (2.5, 0.42, -0.46, 4.42, 2.0, 0.0)] == [
+def test_the_papers_gains_are_written_as_it_prints_them():
+    assert [format.gain(v) for v in (2.5, 0.42, -0.46, 4.42, 2.0, 0.0, -0.0, 18.17, 0.1)] == [
         "+2.5",
         "+0.42",
         "-0.46",
         "+4.42",
         "+2",
         "+0",
+        "+0",
+        "+18.17",
+        "+0.1",
     ]
+    assert [format.number(v) for v in (75.72, 41.0, 52.8, 55)] == ["75.72", "41.0", "52.8", "55.0"]
+
+
+def test_ours_are_written_at_the_papers_precision():
+    assert [format.signed(v, 2) for v in (2.0, 0.42, -1.5, -0.001)] == ["+2.00", "+0.42", "-1.50", "+0.00"]
+    assert format.signed(-1.2, 1) == "-1.2"
+    assert format.precision([74.22, 74.64, 2.5]) == 2 and format.precision([52.8, 51.6, -1.2]) == 1
+    assert format.precision([math.nan]) == format.DEFAULT_DIGITS
+    assert format.spread(21.0, 0.5, 3, 2) == "21.00 ± 0.50 (n=3)"
+    assert format.spread(21.0, 0.0, 1, 1, show_n=False) == "21.0"
 
 
 def test_scorecard_arithmetic():
     frame = pd.DataFrame(
         {
-            "mean": [74.0, 76.9, 80.0, math.nan],
-            "paper": [74.22, 76.72, 79.0, 75.0],
-            "gain": [math.nan, 2.9, -0.5, math.nan],
-            "paper_gain": [math.nan, 2.5, 0.3, 0.8],
+            "mean": [74.0, 76.9, 80.0, math.nan, 75.0, 76.0],
+            "paper": [74.22, 76.72, 79.0, 75.0, 74.5, 74.22],
+            "gain": [math.nan, 2.9, -0.5, math.nan, 1.0, 2.0],
+            "paper_delta": [math.nan, 2.5, 0.3, 0.8, -0.4, 0.0],
+            "verdict": ["", "clear", "clear", "", "noise", "clear"],
+            "audit": ["", "ok", "mismatch", "", "unchecked", ""],
         }
     )
     frame["diff"] = frame["mean"] - frame["paper"]
     card = scorecard(frame, tolerance=0.5)
-    assert (card.cells_compared, card.within_tolerance) == (3, 2)
-    assert (card.gains_compared, card.gains_same_sign) == (2, 1)
+    assert (card.cells_compared, card.within_tolerance) == (5, 3)
+    # a paper gain of 0 has no sign to agree with: the last line is not compared
+    assert (card.gains_compared, card.gains_clear, card.gains_same_sign, card.gains_noise) == (3, 2, 1, 1)
+    assert (card.arithmetic_checked, card.arithmetic_flagged) == (2, 1)
 
 
 def test_broken_run_folders_are_reported_not_fatal(tmp_path):
@@ -116,7 +140,7 @@ def test_broken_run_folders_are_reported_not_fatal(tmp_path):
     assert "failed: result.json is unreadable" in text
     (sar.folder / "result.json").unlink()
     (sar.folder / "metrics.jsonl").unlink()
-    assert "| ViT-T + SAR | not run | 55 (+5) | - |" in _render(recipe, tmp_path / "reports", seeds=1)
+    assert "| ViT-T + SAR | not run | - | 55.0 (+5.0) | - |" in _render(recipe, tmp_path / "reports", seeds=1)
 
 
 class _Links(HTMLParser):
@@ -160,26 +184,206 @@ def _checkpoints(runs) -> None:
         torch.save({"model": model.state_dict()}, run.folder / "checkpoint.pt")
 
 
-def test_attention_maps_of_the_baseline_and_sar_rows(tmp_path):
+def test_attention_maps_of_the_baseline_and_sar_rows(tmp_path, monkeypatch):
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     runs = _store(recipe, seeds=1)
     _checkpoints(runs)
+    drawn = {}
+    save = attention.save
+    monkeypatch.setattr(
+        attention, "save", lambda fig, path: drawn.setdefault(path.name, fig) and save(fig, path)
+    )
     text = _render(recipe, tmp_path / "reports", seeds=1)
     for name in ("tiny_attention.png", "tiny_attention_thresholded.png"):
         assert f"figures/{name}" in text and (tmp_path / "reports" / "figures" / name).is_file()
+    # 3 images x 2 rows x (the image + 3 heads), and a colour bar; the maps lie over the images
+    maps = drawn["tiny_attention.png"]
+    assert len(maps.axes) == 3 * 2 * 4 + 1 and "attention of a patch" in maps.axes[-1].get_ylabel()
+    assert all(len(ax.images) == 2 for ax in maps.axes[:-1] if ax.get_title() != "image" and ax.images[1:])
+    kept = drawn["tiny_attention_thresholded.png"]
+    assert sum(len(ax.collections) for ax in kept.axes) == 3 * 2 * 3  # one outline per head panel
+    assert "60% of the head's attention" in kept.legends[0].get_texts()[0].get_text()
+    assert "Baseline" not in text and "ViT-T vs ViT-T + SAR" in kept.get_suptitle()
     next(r for r in runs if "sar" in r.rows).folder.joinpath("checkpoint.pt").write_bytes(b"not a checkpoint")
     text = _render(recipe, tmp_path / "reports", seeds=1)
     assert "attention maps: a checkpoint could not be read" in text
 
 
-def test_report_all_takes_overrides(tmp_path, capsys):
+def _local_table1(root: Path) -> None:
+    """Results for every local-scale run of recipes/table1.yaml in `root`, two seeds."""
+    _, runs = load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local", "seeds=[0,1]", f"runs_root={root}"])
+    for index, run in enumerate(runs):
+        run.folder.mkdir(parents=True)
+        top1 = 20.0 + index + run.seed / 2
+        curve = [{"epoch": e, "val_top1": top1 - 3 + e} for e in (1, 2, 3)]
+        (run.folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in curve))
+        result = {"metrics": {"top1": top1}, "best": {"top1": top1 + 1, "epoch": 2}, "gpu_hours": 0.0}
+        (run.folder / "result.json").write_text(json.dumps(result))
+
+
+def test_report_all_and_report_recipe_write_the_same_bytes(tmp_path, capsys, monkeypatch):
     from harness.cli import main
 
-    assert main(["report", "--all", "scale=local", "--out", str(tmp_path)]) == 0
+    _local_table1(tmp_path / "runs")
+    monkeypatch.chdir(PROJECT_DIR)
+    local = ["scale=local", "seeds=[0,1]", f"runs_root={tmp_path / 'runs'}"]
+    assert main(["report", "--all", *local, "--out", str(tmp_path / "all")]) == 0
     for name in ("table1-local", "table2-local", "figure3-local"):
-        assert (tmp_path / f"{name}.html").is_file()
-    index = (tmp_path / "index.html").read_text()
+        assert (tmp_path / "all" / f"{name}.html").is_file()
+    index = (tmp_path / "all" / "index.html").read_text()
     assert "table1-local.html" in index and "local" in index
+    assert main(["report", "recipes/table1.yaml", *local, "--out", str(tmp_path / "one")]) == 0
+    one = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("table1-local*")}
+    assert {p.name for p in one} >= {"table1-local.md", "table1-local.html", "table1-local.json"}
+    assert any(p.suffix == ".png" for p in one)
+    for path, data in one.items():
+        assert (tmp_path / "all" / path).read_bytes() == data, path
+        if path.suffix != ".png":  # no absolute path: neither the project's nor the run store's
+            assert str(PROJECT_DIR).encode() not in data and str(tmp_path).encode() not in data, path
+    assert "Recipe: `recipes/table1.yaml`" in (tmp_path / "one" / "table1-local.md").read_text()
+
+
+def test_a_paper_scale_report_points_to_the_local_runs(tmp_path, capsys):
+    from harness.cli import main
+
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    _store(recipe, extra=("scale=local",))
+    out = tmp_path / "reports"
+    text = _render(recipe, out)
+    assert (
+        "No run of this recipe at paper scale is in the run store, but 4 local-scale run(s) are (4 done)."
+        in text
+    )
+    assert "`python -m harness report tiny.yaml protocol.batch_size=16 protocol.warmup_epochs=1" in text
+    assert "scale=local` (it writes tiny-local.html)" in text
+    assert (
+        "No run of this recipe at paper scale"
+        in json.loads((out / "tiny.json").read_text())["pointer"]["text"]
+    )
+    assert main(["report", str(recipe), *TINY_OVERRIDES, "seeds=[0,1]", "--out", str(out)]) == 0
+    assert "Report them with: python -m harness report tiny.yaml" in capsys.readouterr().out
+    local = _render(recipe, out, extra=("scale=local",))  # the local report itself points nowhere
+    assert "No run of this recipe" not in local
+    _store(recipe)  # with paper-scale runs, the paper-scale report points nowhere either
+    assert "No run of this recipe" not in _render(recipe, out)
+
+
+def test_local_reports_say_what_was_trained(tmp_path):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    _store(recipe, extra=("scale=local",))
+    text = _render(recipe, tmp_path / "reports", extra=("scale=local",))
+    # the tiny rows' own model_kwargs (2 blocks, 48 wide) and the local epochs: max(2, round(3 x 0.08))
+    assert (
+        "Ours, as trained at local scale: 2 blocks, 48 wide, 3 heads, 32 px; 2 epochs; on synthetic data (10 "
+        "classes, 1,000 train / 200 val images). Ours: the mean ± std over 2 seeds."
+    ) in text
+    assert "local scale, the epochs as trained" in text
+
+
+TAB1C = [
+    {"id": f"1c/{model}-{epochs}", "label": label, "column": f"{epochs} ep.", "group": "1c"}
+    | {"paper": {"top1": paper}}
+    | ({"baseline": f"1c/vit-{epochs}", "paper_gain": {"top1": printed}} if model == "sar" else {})
+    for epochs, papers, printed in ((100, (74.22, 76.72), 2.5), (300, (80.82, 85.24), 4.42))
+    for (model, label), paper in zip((("vit", "ViT-S/16"), ("sar", "ViT-S/16 + SAR")), papers, strict=True)
+]
+
+
+def _trained(epochs: int, depth: int = 4) -> dict[str, Any]:
+    kwargs = {"img_size": 64, "patch_size": 8, "embed_dim": 144, "depth": depth, "num_heads": 6}
+    return {"engine": "supervised", "model_kwargs": kwargs, "epochs": epochs, "dataset": "synthetic"} | {
+        "stands_for": "imagenet100",
+        "classes": 10,
+        "train_images": 1000,
+        "val_images": 200,
+    }
+
+
+def test_local_headers_and_labels_say_the_epochs_and_the_model_as_trained(tmp_path):
+    records = []
+    for seed in (0, 1, 2):
+        for row, top1 in (("vit-100", 21.0), ("sar-100", 23.0), ("vit-300", 29.5), ("sar-300", 29.5)):
+            record = _record(f"1c/{row}", seed, metrics={"top1": top1 + seed / 4}, best={"top1": top1 + 1})
+            record.trained = _trained(8 if row.endswith("100") else 24)
+            records.append(record)
+    text = _markdown(_recipe(TAB1C, ["top1"], "local"), records, tmp_path)
+    assert (
+        "| Model | 100 ep. Top-1 ↑ ours (local: 8 epochs; final epoch) | 100 ep. Top-1 ↑ ours (best epoch) |"
+        in text
+    )
+    assert "| 300 ep. Top-1 ↑ ours (local: 24 epochs; final epoch) |" in text
+    assert (
+        "Ours, as trained at local scale: 4 blocks, 144 wide, 6 heads, 64 px; on synthetic stand-in for "
+        in text
+    )
+    assert "| ViT-S/16 + SAR | 23.25 ± 0.25 (+2.00; clear, p<0.001) | 24.00 ± 0.00 | 76.72 (+2.5) |" in text
+    html = (tmp_path / "t-local.html").read_text()
+    assert '<th colspan="3">100 ep.</th>' in html and '<th rowspan="2">Model</th>' in html
+    # rows that differ in the model as built say so in their label
+    flat = [{"id": "a", "label": "ViT-T/16"}, {"id": "b", "label": "ViT-S/16"}]
+    records = [_record("a", metrics={"top1": 1.0}), _record("b", metrics={"top1": 2.0})]
+    records[0].trained, records[1].trained = _trained(8, depth=2), _trained(8)
+    text = _markdown(_recipe(flat, ["top1"], "local"), records, tmp_path)
+    assert "| ViT-T/16 (local: 2 blocks, 144 wide, 6 heads, 64 px) | 1.00 |" in text
+    assert "Ours, as trained at local scale: 8 epochs; on synthetic stand-in for imagenet100" in text
+
+
+def test_every_curve_of_a_panel_is_distinguishable():
+    looks = [tuple(sorted((k, str(v)) for k, v in figures.style(i).items())) for i in range(40)]
+    assert len(set(looks)) == 40
+    for i in range(39):  # neighbours differ in colour and in marker
+        a, b = figures.style(i), figures.style(i + 1)
+        assert a["color"] != b["color"] and a["marker"] != b["marker"]
+
+
+def test_curves_one_panel_per_sub_table(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault(path.name, fig))
+    curve = tuple({"epoch": e, "val_top1": 10.0 + e} for e in (1, 2, 3))
+    records = [_record(r, curve=curve) for r in ("1c/vit-100", "1c/sar-100", "1c/vit-300")]
+    rows = [*TAB1C, {"id": "other", "label": "other", "group": "1d"}]
+    records.append(_record("other", curve=curve))
+    assert figures.curves(_recipe(rows, ["top1"], "local"), records, tmp_path / "c.png", "local")
+    fig = drawn["c.png"]
+    assert [ax.get_title() for ax in fig.axes] == ["(1c)", "(1d)"]
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 3 and len({(line.get_color(), line.get_marker()) for line in lines}) == 3
+    assert figures.curves(_recipe(rows, ["top1"]), [], tmp_path / "none.png", "paper") is False
+
+
+def test_lambda_sweep_ours_and_the_papers_in_separate_panels_away_from_paper_scale(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault(path.name, fig))
+    rows = [
+        {"id": f"w{w}", "label": f"lambda = {w}", "group": "1a", "loss": {"sar": True, "weight": w}}
+        | {"paper": {"top1": 75.7 + w}}
+        for w in (0.001, 0.01, 0.1)
+    ]
+    records = [
+        _record(f"w{w}", s, metrics={"top1": 19.0 + s + w}) for w in (0.001, 0.01, 0.1) for s in (0, 1)
+    ]
+    for scale, panels in (("local", 2), ("paper", 1)):
+        recipe = _recipe(rows, ["top1"], scale)
+        recipe.lambda_sweep = "1a"
+        assert figures.lambda_sweep(recipe, cells(recipe, records), tmp_path / f"{scale}.png", scale)
+        assert len(drawn[f"{scale}.png"].axes) == panels
+    paper, ours = drawn["local.png"].axes
+    assert paper.get_title() == "the paper's" and "ours, local scale" in ours.get_title()
+    assert paper.get_ylim()[0] > 70 and ours.get_ylim()[1] < 30  # each on its own axis
+
+
+def test_outline_of_the_kept_patches():
+    picture = np.zeros((16, 16, 3))
+    one = np.array([[True, False], [False, False]])
+    assert sorted(map(tuple, map(tuple, attention._outline(one, picture)))) == sorted(
+        [
+            ((-0.5, -0.5), (7.5, -0.5)),
+            ((-0.5, 7.5), (7.5, 7.5)),
+            ((-0.5, -0.5), (-0.5, 7.5)),
+            ((7.5, -0.5), (7.5, 7.5)),
+        ]
+    )
+    assert len(attention._outline(np.ones((2, 2), bool), picture)) == 8  # the border only
 
 
 # Tables of other metrics (Tabs. 4, 5, 6): recipes and results built by hand, as the evaluate and finetune
@@ -236,22 +440,126 @@ def test_two_metrics_with_their_directions(tmp_path):
     assert frame.loc[("tv", "mce"), "improved"] is False
     assert frame.loc[("vit", "mce"), "improved"] is None  # no baseline
     assert frame.loc[("sar", "mce"), "direction"] == "lower"
+    assert frame.loc[("sar", "mce"), "verdict"] == "untested"  # one seed: no spread to judge by
     card = scorecard(frame, tolerance=0.5)
-    assert (card.gains_compared, card.gains_same_sign) == (2, 2)  # the paper's gains: +3.19 and -1.2
+    assert (card.gains_compared, card.gains_clear, card.gains_untested) == (2, 0, 2)
     text = _markdown(recipe, records, tmp_path)
     assert (
         "| Row | IN-A (Acc. ↑) ours | IN-A (Acc. ↑) paper | IN-A (Acc.) Δ "
         "| IN-C (mCE ↓) ours | IN-C (mCE ↓) paper | IN-C (mCE) Δ |"
     ) in text
+    # the paper's precision per metric: two decimals for IN-A, one for the mCE (52.8, 51.6, -1.2)
     assert (
-        "| ViT-S/16 + SAR | 21.50 (n=1) (+1.5) | 22.39 (+3.19) | -0.89 "
-        "| 51.80 (n=1) (-1.2) | 51.6 (-1.2) | +0.20 |"
+        "| ViT-S/16 + SAR | 21.50 (+1.50; 1 seed: untested) | 22.39 (+3.19) | -0.89 "
+        "| 51.8 (-1.2; 1 seed: untested) | 51.6 (-1.2) | +0.2 |"
     ) in text
-    assert "| ViT-S/16 + TV | 19.00 (n=1) (-1) | - | - | 53.50 (n=1) (+0.5) | - | - |" in text
+    assert (
+        "| ViT-S/16 + TV | 19.00 (-1.00; 1 seed: untested) | - | - | 53.5 (+0.5; 1 seed: untested) | - | - |"
+        in (text)
+    )
+    assert "Ours: one seed per row (no spread, so no verdict on the gains)." in text
     assert "IN-C (mCE ↓) is normalised by AlexNet (Hendrycks & Dietterich)." in text
     html = (tmp_path / "t.html").read_text()
-    assert '<td class="better">51.80 (n=1) (-1.2)</td>' in html
-    assert '<td class="worse">53.50 (n=1) (+0.5)</td>' in html
+    assert "<td>51.8<br>-1.2; 1 seed: untested</td>" in html  # a single seed is never coloured
+    assert "AlexNet (Hendrycks &amp; Dietterich)" in html  # HTML escapes its text
+
+
+def test_only_gains_clear_of_the_seeds_noise_are_coloured_and_counted(tmp_path):
+    recipe = _recipe(TAB5, ["imagenet_a_top1", "mce"])
+    seeds = {"vit": (19.0, 19.5, 20.0), "sar": (22.0, 22.5, 23.0), "tv": (18.5, 19.5, 20.5)}
+    records = [
+        _record(row, seed, metrics={"imagenet_a_top1": value, "mce": 52.0 + seed}, mce_reference="alexnet")
+        for row, values in seeds.items()
+        for seed, value in enumerate(values)
+    ]
+    frame = cells(recipe, records).set_index(["id", "metric"])
+    assert frame.loc[("sar", "imagenet_a_top1"), "verdict"] == "clear"  # +3 with a std of 0.5
+    assert frame.loc[("tv", "imagenet_a_top1"), "verdict"] == "noise"  # +0 with a std of 1
+    assert frame.loc[("sar", "mce"), "verdict"] == "noise"  # the same mCE per seed: p = 1
+    card = scorecard(frame.reset_index(), tolerance=0.5)
+    assert (card.gains_compared, card.gains_clear, card.gains_same_sign, card.gains_noise) == (2, 1, 1, 1)
+    text = _markdown(recipe, records, tmp_path)
+    assert "| ViT-S/16 + SAR | 22.50 ± 0.50 (+3.00; clear, p=0.002) |" in text
+    assert "1 clear of the seeds' noise, 1 of them of the paper's sign; 1 within noise" in text
+    assert "Welch's two-sided t-test" in text and "p < 0.05" in text
+    html = (tmp_path / "t.html").read_text()
+    assert '<td class="better">22.50 ± 0.50<br>+3.00; clear, p=0.002</td>' in html
+    assert "<td>19.50 ± 1.00<br>+0.00; within noise, p=1.00</td>" in html
+
+
+def test_welch_verdict_rule():
+    from scipy import stats
+
+    a, b = [22.0, 22.5, 23.5], [19.0, 20.5, 20.0]
+    expected = stats.ttest_ind(a, b, equal_var=False).pvalue
+    p = welch_p(np.mean(a), np.std(a, ddof=1), 3, np.mean(b), np.std(b, ddof=1), 3)
+    assert p == pytest.approx(expected, rel=1e-9)
+    assert verdict(2.5, p) == "clear" and verdict(2.5, 0.05) == "noise" and verdict(2.5, 0.0499) == "clear"
+    assert math.isnan(welch_p(22.0, 0.0, 1, 20.0, 0.5, 3))  # one seed: untested
+    assert verdict(2.0, math.nan) == "untested" and verdict(math.nan, 0.01) == ""
+    assert welch_p(21.0, 0.0, 3, 20.0, 0.0, 3) == 0.0 and welch_p(20.0, 0.0, 3, 20.0, 0.0, 3) == 1.0
+    # the documented threshold: with 3 seeds each and equal spread, about 2.3 standard deviations
+    assert welch_p(2.3, 1.0, 3, 0.0, 1.0, 3) < 0.05 < welch_p(2.2, 1.0, 3, 0.0, 1.0, 3)
+
+
+TAB3 = [
+    {"id": f"{name}/{model}", "label": label, "column": column, "group": "3", "paper": {"top1": paper}}
+    | ({"baseline": f"{name}/vit", "paper_gain": {"top1": printed}} if model == "sar" else {})
+    for name, column, base, sar, printed in (
+        ("cars", "Cars", 35.3, 64.65, 29.35),
+        ("painting", "Painting", 38.4, 57.11, 18.17),  # 57.11 - 38.4 = 18.71
+        ("sketch", "Sketch", 37.2, 62.98, 30.78),  # 62.98 - 37.2 = 25.78
+    )
+    for model, label, paper in (("vit", "ViT-S/16", base), ("sar", "ViT-S/16 + SAR", sar))
+]
+
+
+def test_the_papers_printed_gains_are_checked_against_its_numbers(tmp_path):
+    assert audit(18.17, 57.11, 38.4) == "mismatch" and audit(29.35, 64.65, 35.3) == "ok"
+    assert audit(0.1, 98.69, 98.59) == "ok"  # the paper drops trailing zeros: +0.1 for 0.10
+    assert audit(-1.2, 51.6, 52.8) == "ok" and audit(0.9, 80.72, 79.8) == "ok"  # rounded to its decimals
+    assert audit(0.9, 80.76, 79.8) == "mismatch" and audit(2.5, 76.72, math.nan) == "unchecked"
+    assert audit(math.nan, 76.72, 74.22) == ""
+    rows = [*TAB3, {"id": "lone", "label": "no baseline", "group": "3b", "paper": {"top1": 1.0}}]
+    rows[-1]["paper_gain"] = {"top1": 0.5}
+    recipe = _recipe(rows, ["top1"])
+    frame = cells(recipe, [])
+    assert list(frame["audit"]) == ["", "ok", "", "mismatch", "", "mismatch", "unchecked"]
+    text = _markdown(recipe, [], tmp_path)
+    assert "| 57.11 (+18.17) ⚠ |" in text and "| 62.98 (+30.78) ⚠ |" in text and "| 64.65 (+29.35) |" in text
+    assert "## The paper's arithmetic" in text
+    assert (
+        "- ⚠ (3) Painting, ViT-S/16 + SAR, Top-1: the paper prints +18.17, but 57.11 - 38.4 = +18.71." in text
+    )
+    assert (
+        "- ⚠ (3) Sketch, ViT-S/16 + SAR, Top-1: the paper prints +30.78, but 62.98 - 37.2 = +25.78." in text
+    )
+    assert "(3b) no baseline, Top-1: the paper prints +0.5; no baseline value to check it." in text
+    assert "2 of the 3 gains it prints do not hold" in text
+    html = (tmp_path / "t.html").read_text()
+    assert '<td class="audit">57.11 (+18.17) ⚠</td>' in html
+    assert json.loads((tmp_path / "t.json").read_text())["arithmetic_flagged"] == 2
+
+
+def test_the_paper_column_shows_only_the_gains_it_prints(tmp_path):
+    rows = [
+        {"id": "base", "label": "no SAR", "paper": {"top1": 88.95}},
+        {
+            "id": "pre",
+            "label": "pre",
+            "baseline": "base",
+            "paper": {"top1": 89.19},
+            "paper_gain": {"top1": 0.24},
+        },
+        {"id": "ft", "label": "ft", "baseline": "base", "paper": {"top1": 88.95}},  # Tab. 4 prints no gain
+    ]
+    rows[2]["note"] = "the paper prints no gain here"
+    text = _markdown(_recipe(rows, ["top1"]), [], tmp_path)
+    assert "| pre | not run | 89.19 (+0.24) |" in text and "| ft | not run | 88.95 |" in text
+    assert "- ft: the paper prints no gain here" in text  # a row's note, in the notes
+    del rows[1]["paper_gain"], rows[2]["note"]  # a recipe that lists none: the paper's two numbers give it
+    text = _markdown(_recipe(rows, ["top1"]), [], tmp_path)
+    assert "| pre | not run | 89.19 (+0.24) |" in text and "| ft | not run | 88.95 (+0.00) |" in text
 
 
 def _errors(corruptions: tuple[str, ...], base: float, step: float) -> dict[str, list[float]]:
@@ -305,7 +613,7 @@ def test_a_pivoted_group_of_datasets(tmp_path):
         "| Model | CIFAR-10 Top-1 ↑ ours | CIFAR-10 Top-1 ↑ paper | CIFAR-100 Top-1 ↑ ours "
         "| CIFAR-100 Top-1 ↑ paper |"
     ) in text
-    assert "| ViT-S/16 + SAR | 98.50 (n=1) (+0.5) | 98.7 (+0.2) | not run | 89.1 (+1) |" in text
+    assert "| ViT-S/16 + SAR | 98.5 (+0.5; 1 seed: untested) | 98.7 (+0.2) | not run | 89.1 (+1.0) |" in text
     text = _markdown(_recipe(TAB4, ["top1", "top5"]), records, tmp_path)
     header = next(line for line in text.splitlines() if line.startswith("| Model"))
     assert header.split(" | ")[1:5] == [
@@ -315,8 +623,7 @@ def test_a_pivoted_group_of_datasets(tmp_path):
         "CIFAR-10 Top-5 ↑ paper",
     ]
     assert (
-        "| ViT-S/16 | 98.00 (n=1) | 98.5 | 99.90 (n=1) | - "
-        "| 87.00 (n=1) | 88.1 | unavailable: result.json has no 'top5' | - |"
+        "| ViT-S/16 | 98.0 | 98.5 | 99.90 | - | 87.0 | 88.1 | unavailable: result.json has no 'top5' | - |"
     ) in text
 
 

@@ -1,22 +1,34 @@
 """Read a table's runs from the run store into one DataFrame of cells, one per (row, metric of the recipe):
-ours (mean, std, n over seeds), the paper's value, the difference, and gains over the baseline row. Broken
-run folders are reported, never fatal."""
+ours (mean, std, n over seeds, at the final epoch and at the best one), the paper's value, the difference,
+gains over the baseline row with a verdict on whether the seeds separate the two rows, and the check of the
+gain the paper prints against its two numbers. Broken run folders are reported, never fatal."""
 
 import json
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from scipy.special import stdtr
 
 from harness.eval import CORRUPTIONS, METRICS, mce
 from harness.recipe import ResolvedRun
+from harness.report import format
 from harness.results import read_metrics_checked, run_status
 
 ALEXNET = "AlexNet (Hendrycks & Dietterich)"
+ALPHA = 0.05  # the level of the two-sided Welch test that decides whether a gain is clear of the noise
+VERDICT_RULE = (
+    "A gain is clear when the seeds separate the row from its baseline row: Welch's two-sided t-test on "
+    f"the two rows' per-seed values (the final epoch's) gives p < {ALPHA:g}. It needs at least 2 seeds in "
+    "each row; with 3 seeds each and equal spread, a gain of more than about 2.3 times the seeds' standard "
+    f"deviation. Otherwise the gain is within noise (p >= {ALPHA:g}), or untested when a row has a single "
+    "seed. Only clear gains are coloured and counted in the scorecard."
+)
 
 
 @dataclass
@@ -30,9 +42,29 @@ class RunRecord:
     result: dict[str, Any] | None
     metrics: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    trained: dict[str, Any] = field(default_factory=dict)  # what was trained (`trained_of`)
 
 
-def read_run(run: ResolvedRun) -> RunRecord:
+def trained_of(run: ResolvedRun) -> dict[str, Any]:
+    """What the run trains or evaluates, from its config: the model as built (its constructor arguments),
+    the epochs, those of the run it starts from, and the data."""
+    config = run.row_config
+    synthetic = config.data.synthetic
+    return {
+        "engine": config.engine,
+        "model": config.model,
+        "model_kwargs": OmegaConf.to_container(config.model_kwargs),
+        "epochs": config.epochs,
+        "upstream_epochs": run.upstream.row_config.epochs if run.upstream is not None else None,
+        "dataset": config.data.dataset,
+        "stands_for": config.data.stands_for,
+        "classes": synthetic.num_classes,
+        "train_images": synthetic.num_classes * synthetic.train_per_class,
+        "val_images": synthetic.num_classes * synthetic.val_per_class,
+    }
+
+
+def read_run(run: ResolvedRun, trained: dict[str, Any] | None = None) -> RunRecord:
     folder = run.folder
     status = run_status(folder)
     metrics, problems = read_metrics_checked(folder)
@@ -44,8 +76,9 @@ def read_run(run: ResolvedRun) -> RunRecord:
     checkpoint = folder / "checkpoint.pt"
     if checkpoint.exists() and checkpoint.stat().st_size == 0:
         problems.append("checkpoint.pt is empty")
+    trained = trained_of(run) if trained is None else trained
     return RunRecord(
-        run.uid, run.rows, run.seed, status.state, status.detail, folder, result, metrics, problems
+        run.uid, run.rows, run.seed, status.state, status.detail, folder, result, metrics, problems, trained
     )
 
 
@@ -58,6 +91,12 @@ def _stored(records: list[RunRecord], metric: str) -> tuple[list[float], str]:
     results = _results(records)
     values = [r["metrics"][metric] for r in results if metric in r["metrics"]]
     return values, "" if len(values) == len(results) else f"result.json has no {metric!r}"
+
+
+def _best(records: list[RunRecord], metric: str) -> list[float]:
+    """The metric at each finished run's best validated epoch (result.json's `best`), where it says."""
+    bests = [r.get("best") for r in _results(records)]
+    return [b[metric] for b in bests if isinstance(b, dict) and isinstance(b.get(metric), int | float)]
 
 
 def _mean_errors(tables: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -107,17 +146,29 @@ def _values(
     return _stored(by_row.get(row.id, []), metric)
 
 
-def _cell(records: list[RunRecord], values: list[float], missing: str) -> dict[str, Any]:
+def _moments(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for one value; NaN for none)."""
+    if not values:
+        return math.nan, math.nan
+    array = np.asarray(values, dtype="float64")
+    return float(array.mean()), float(array.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _cell(records: list[RunRecord], values: list[float], missing: str, best: list[float]) -> dict[str, Any]:
     """Ours over seeds; `state` names what the seeds without a value are (failed, running, unavailable)."""
     lacking = {r.state for r in records if r.state != "done"} | ({"unavailable"} if missing else set())
     failed = [r.detail for r in records if r.state == "failed"]
-    series = pd.Series(values, dtype="float64")
     full = bool(records) and len(values) == len(records)
+    mean, std = _moments(values)
+    best_mean, best_std = _moments(best)
     return {
         "n": len(values),
         "seeds": len(records),
-        "mean": series.mean() if values else math.nan,
-        "std": series.std(ddof=1) if len(values) > 1 else (0.0 if values else math.nan),
+        "mean": mean,
+        "std": std,
+        "best_n": len(best),
+        "best_mean": best_mean,
+        "best_std": best_std,
         "state": "done" if full else "/".join(sorted(lacking)) or "not run",
         "failure": failed[0] if failed else "",
         "missing": missing,
@@ -132,19 +183,79 @@ def _improved(metric: str, mean: float, baseline: float) -> bool | None:
     return METRICS[metric].better(mean, baseline)
 
 
+def welch_p(mean: float, std: float, n: int, base_mean: float, base_std: float, base_n: int) -> float:
+    """Welch's two-sided t-test of two rows' means from their per-seed mean, std (ddof=1) and count; NaN
+    with fewer than 2 seeds in either row. Two rows without any spread differ surely or not at all."""
+    if n < 2 or base_n < 2 or math.isnan(mean) or math.isnan(base_mean):
+        return math.nan
+    v1, v2 = std**2 / n, base_std**2 / base_n
+    difference = mean - base_mean
+    if v1 + v2 == 0:
+        return 0.0 if difference else 1.0
+    df = (v1 + v2) ** 2 / (v1**2 / (n - 1) + v2**2 / (base_n - 1))
+    return float(2 * stdtr(df, -abs(difference) / math.sqrt(v1 + v2)))
+
+
+def verdict(gain: float, p: float) -> str:
+    """clear | noise | untested (a row with one seed) | "" (no gain: no baseline, or no value)."""
+    if math.isnan(gain):
+        return ""
+    if math.isnan(p):
+        return "untested"
+    return "clear" if p < ALPHA else "noise"
+
+
+def audit(printed: float, paper: float, base: float) -> str:
+    """The paper's printed gain against the difference of the two numbers it compares: ok when they agree
+    to half a unit of the printed gain's last decimal (the paper drops trailing zeros: +0.1 for 0.10),
+    mismatch otherwise, unchecked without the two numbers; "" where the paper prints no gain."""
+    if math.isnan(printed):
+        return ""
+    if math.isnan(paper) or math.isnan(base):
+        return "unchecked"
+    difference = format.exact(paper) - format.exact(base)
+    half_unit = Decimal(5).scaleb(-format.decimals(printed) - 1)
+    return "ok" if abs(format.exact(printed) - difference) <= half_unit else "mismatch"
+
+
+def _described(records: list[RunRecord]) -> dict[str, str]:
+    """What a row's runs trained, in words (from the first run that says)."""
+    trained = next((r.trained for r in records if r.trained), None)
+    if trained is None:
+        return {"arch": "", "schedule": "", "data": ""}
+    return {
+        "arch": format.architecture(trained["model_kwargs"]),
+        "schedule": format.schedule(trained),
+        "data": format.data(trained),
+    }
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
 def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
     """One line per (recipe row, metric of `recipe.metrics`): rows in the recipe's order, then metrics.
-    Columns: id, group, column, label, baseline, weight, metric, direction, paper, n, seeds, mean, std,
-    state, failure, missing, running_epochs, diff, gain, paper_gain, improved."""
+    Columns: id, group, column, label, baseline, weight, metric, direction, note (the recipe row's, for the
+    reader), paper, printed_gain, arch,
+    schedule, data (what was trained, in words; blank at paper scale), n, seeds, mean, std, best_n,
+    best_mean, best_std, state, failure, missing, running_epochs, diff, gain, paper_base, paper_gain (the
+    difference of the paper's two numbers), paper_delta (that, else the printed gain), paper_prints_gains
+    (the recipe lists the printed gains: the paper column shows those only), digits (the
+    paper's decimals in the row's sub-table and metric), gain_digits, p (Welch), verdict, improved,
+    audit."""
     by_row: dict[str, list[RunRecord]] = {}
     for record in records:
         for row_id in record.rows:
             by_row.setdefault(row_id, []).append(record)
     labels = {row.id: row.label for row in recipe.rows}
+    blank = {"arch": "", "schedule": "", "data": ""}
     lines = []
     for row in recipe.rows:
+        row_records = by_row.get(row.id, [])
+        trained = _described(row_records) if recipe.scale != "paper" else blank
+        printed = row.get("paper_gain") or {}
         for metric in recipe.metrics:
-            paper = row.paper.get(metric)
             lines.append(
                 {
                     "id": row.id,
@@ -155,18 +266,59 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
                     "weight": row.loss.weight if row.loss.sar else 0.0,
                     "metric": metric,
                     "direction": METRICS[metric].direction,
-                    "paper": math.nan if paper is None else float(paper),
-                    **_cell(by_row.get(row.id, []), *_values(recipe, row, metric, by_row, labels)),
+                    "note": row.get("note") or "",
+                    "paper": _number(row.paper.get(metric)),
+                    "printed_gain": _number(printed.get(metric)),
+                    **trained,
+                    **_cell(
+                        row_records,
+                        *_values(recipe, row, metric, by_row, labels),
+                        _best(row_records, metric),
+                    ),
                 }
             )
     frame = pd.DataFrame(lines)
     frame["diff"] = frame["mean"] - frame["paper"]
     baseline_mean = _of_baseline(frame, "mean")
     frame["gain"] = frame["mean"] - baseline_mean
-    frame["paper_gain"] = frame["paper"] - _of_baseline(frame, "paper")
+    frame["paper_base"] = _of_baseline(frame, "paper")
+    frame["paper_gain"] = frame["paper"] - frame["paper_base"]
+    frame["paper_delta"] = frame["paper_gain"].fillna(frame["printed_gain"])
+    # a recipe that lists the gains the paper prints lists them all: the others are not printed
+    frame["paper_prints_gains"] = bool(frame["printed_gain"].notna().any())
+    frame["digits"] = _digits(frame)
+    frame["gain_digits"] = [
+        max(format.decimals(a), format.decimals(b))
+        for a, b in zip(frame["paper"], frame["paper_base"], strict=True)
+    ]
+    base = {c: _of_baseline(frame, c) for c in ("std", "n")}
+    frame["p"] = [
+        welch_p(*values)
+        for values in zip(
+            frame["mean"],
+            frame["std"],
+            frame["n"],
+            baseline_mean,
+            base["std"],
+            base["n"].fillna(0),
+            strict=True,
+        )
+    ]
+    frame["verdict"] = list(map(verdict, frame["gain"], frame["p"]))
     improved = map(_improved, frame["metric"], frame["mean"], baseline_mean)
     frame["improved"] = pd.Series(list(improved), index=frame.index, dtype="object")
+    frame["audit"] = list(map(audit, frame["printed_gain"], frame["paper"], frame["paper_base"]))
     return frame
+
+
+def _digits(frame: pd.DataFrame) -> pd.Series:
+    """Per line, the decimals the paper prints in its sub-table for that metric: the most any of its
+    numbers and printed gains there has (ours are written with as many)."""
+    digits = pd.Series(format.DEFAULT_DIGITS, index=frame.index, dtype="int64")
+    for _, part in frame.groupby(["group", "metric"], sort=False):
+        values = [*part["paper"], *part["printed_gain"]]
+        digits[part.index] = format.precision(values)
+    return digits
 
 
 def _of_baseline(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -174,6 +326,17 @@ def _of_baseline(frame: pd.DataFrame, column: str) -> pd.Series:
     values = dict(zip(zip(frame["id"], frame["metric"], strict=True), frame[column], strict=True))
     keys = zip(frame["baseline"], frame["metric"], strict=True)
     return pd.Series([values.get(key, math.nan) for key in keys], index=frame.index, dtype="float64")
+
+
+def arithmetic(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The printed gains that do not hold or cannot be checked, with the difference they should be."""
+    found = []
+    for cell in frame[frame["audit"].isin(["mismatch", "unchecked"])].to_dict("records"):
+        difference = None
+        if cell["audit"] == "mismatch":
+            difference = format.exact(cell["paper"]) - format.exact(cell["paper_base"])
+        found.append({**cell, "difference": difference})
+    return found
 
 
 def mce_reference(recipe: DictConfig) -> str:
@@ -196,23 +359,37 @@ def jaccard_void(records: list[RunRecord]) -> str | None:
 
 @dataclass
 class Scorecard:
-    cells_compared: int
+    cells_compared: int  # cells with ours and the paper's value
     within_tolerance: int
     tolerance: float
-    gains_compared: int
-    gains_same_sign: int
+    gains_compared: int  # cells with our gain over the baseline row and the paper's (not 0)
+    gains_clear: int  # of those, where the seeds separate the two rows (`verdict`)
+    gains_same_sign: int  # of the clear ones, those of the paper's sign
+    gains_noise: int
+    gains_untested: int  # a row or its baseline has a single seed
+    arithmetic_checked: int  # printed gains checked against the paper's two numbers
+    arithmetic_flagged: int  # of those, the ones that do not hold
 
 
 def scorecard(frame: pd.DataFrame, tolerance: float) -> Scorecard:
-    """Within `tolerance` points of the paper (meaningful at paper scale), and gains of the paper's sign:
-    the sign, not the direction, so a lower mCE counts when the paper's is lower too."""
+    """Within `tolerance` points of the paper (meaningful at paper scale), and gains of the paper's sign
+    counted only where the seeds separate the rows: the sign, not the direction, so a lower mCE counts when
+    the paper's is lower too."""
     compared = frame.dropna(subset=["mean", "paper"])
-    gains = frame.dropna(subset=["gain", "paper_gain"])
-    same_sign = (gains["gain"] > 0) == (gains["paper_gain"] > 0)
+    gains = frame.dropna(subset=["gain", "paper_delta"])
+    gains = gains[gains["paper_delta"] != 0]  # no sign to agree with
+    clear = gains[gains["verdict"] == "clear"]
+    same_sign = np.sign(clear["gain"]) == np.sign(clear["paper_delta"])
+    audited = frame["audit"].isin(["ok", "mismatch"])
     return Scorecard(
         cells_compared=len(compared),
         within_tolerance=int((compared["diff"].abs() <= tolerance).sum()),
         tolerance=tolerance,
         gains_compared=len(gains),
+        gains_clear=len(clear),
         gains_same_sign=int(same_sign.sum()),
+        gains_noise=int((gains["verdict"] == "noise").sum()),
+        gains_untested=int((gains["verdict"] == "untested").sum()),
+        arithmetic_checked=int(audited.sum()),
+        arithmetic_flagged=int((frame["audit"] == "mismatch").sum()),
     )

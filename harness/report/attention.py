@@ -1,7 +1,8 @@
 """Attention maps in the style of Fig. 1 and Fig. 4: for a few validation images, every head's last-block
-[CLS] attention over the patches, for a baseline row and its "+ SAR" row side by side, and the same maps
-thresholded to keep 60% of the attention mass (as DINO does). The attention over the patches is the
-softmax of S (Eq. 4), the pre-softmax logits the loss works on."""
+[CLS] attention over the patches, overlaid on the image, for a baseline row and its "+ SAR" row one above
+the other, on one colour scale with its colour bar; and the same maps thresholded to keep 60% of the
+attention mass (as DINO does), the kept patches tinted and outlined on the image. The attention over the
+patches is the softmax of S (Eq. 4), the pre-softmax logits the loss works on."""
 
 import pickle
 from pathlib import Path
@@ -9,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
+from matplotlib.patches import Patch
 from omegaconf import DictConfig, OmegaConf
 from timm.data import create_transform
 
@@ -45,9 +50,9 @@ def _images(config: DictConfig, n: int) -> torch.Tensor:
     return torch.stack([val[i * step][0] for i in range(min(n, len(val)))])
 
 
-def pair(recipe: DictConfig, runs: list[ResolvedRun]) -> tuple[ResolvedRun, ResolvedRun] | None:
+def pair(recipe: DictConfig, runs: list[ResolvedRun]) -> tuple[ResolvedRun, ResolvedRun, DictConfig] | None:
     """A row with a baseline (full SAR, loss and last block, preferred), whose run and whose baseline's run
-    both have a checkpoint: (baseline run, its run)."""
+    both have a checkpoint: (baseline run, its run, the row)."""
     first_run = {}
     for run in runs:
         for row in run.rows:
@@ -57,7 +62,7 @@ def pair(recipe: DictConfig, runs: list[ResolvedRun]) -> tuple[ResolvedRun, Reso
         if row.baseline and row.id in first_run and row.baseline in first_run:
             ours, base = first_run[row.id], first_run[row.baseline]
             if (ours.folder / "checkpoint.pt").is_file() and (base.folder / "checkpoint.pt").is_file():
-                return base, ours
+                return base, ours, row
     return None
 
 
@@ -67,40 +72,153 @@ def attention_figures(recipe: DictConfig, runs: list[ResolvedRun], out: Path, st
     if chosen is None:
         return [], []
     labels = {row.id: row.label for row in recipe.rows}
-    maps, names = [], []
+    *both, row = chosen
+    names = [labels[row.baseline], row.label]  # the pair's own rows, whichever other rows share the runs
+    maps = []
     try:
-        images = _images(chosen[0].config, n_images)
+        images = _images(both[0].config, n_images)
         with torch.no_grad():
-            for run in chosen:
+            for run in both:
                 _, S = _model(run.config, run.folder / "checkpoint.pt").forward_with_similarity(images)
                 maps.append(S.flatten(2).softmax(-1).reshape(S.shape).numpy())
-                names.append(labels[run.rows[0]])
     except DatasetNotFoundError as error:
         return [], [f"attention maps need the validation images: {str(error).splitlines()[0]}"]
     except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
         return [], [f"attention maps: a checkpoint could not be read ({type(error).__name__}: {error})"]
     pictures = np.clip(images.permute(0, 2, 3, 1).numpy() * STD + MEAN, 0, 1)
     files = []
-    for kind in ("attention", "attention_thresholded"):
-        heads = maps[0].shape[1]
-        fig, axes = plt.subplots(
-            len(pictures) * 2, heads + 1, figsize=(1.6 * (heads + 1), 1.6 * 2 * len(pictures)), squeeze=False
-        )
-        for i, picture in enumerate(pictures):
-            for j, (attention, name) in enumerate(zip(maps, names, strict=True)):
-                row = axes[2 * i + j]
-                row[0].imshow(picture)
-                row[0].set_ylabel(name, fontsize=7)
-                shown = keep_mass(attention[i]) if kind == "attention_thresholded" else attention[i]
-                for h in range(heads):
-                    row[h + 1].imshow(shown[h], cmap="inferno", interpolation="nearest")
-                    if i == 0 and j == 0:
-                        row[h + 1].set_title(f"head {h + 1}", fontsize=8)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        what = "60% of the mass kept" if kind == "attention_thresholded" else "softmax over the patches"
-        fig.suptitle(f"Last-block [CLS] attention ({what}): {names[0]} vs {names[1]}", fontsize=9)
+    for kind in KINDS:
+        draw = _draw_thresholded if kind == "attention_thresholded" else _draw_attention
+        fig = draw(pictures, maps, names)
         save(fig, out / "figures" / f"{stem}_{kind}.png")
         files.append(f"{stem}_{kind}.png")
     return files, []
+
+
+KINDS = ("attention", "attention_thresholded")
+OUTLINE = "#ffd400"  # the kept patches' outline; the dropped ones are dimmed
+DIM = (0.0, 0.0, 0.0, 0.6)
+
+
+def attention_caption(file: str, scale: str) -> str:
+    """The caption of an attention figure, from its file name."""
+    if file.endswith("_attention_thresholded.png"):
+        return (
+            "The same maps thresholded as for the Jaccard (DINO's rule): outlined and tinted, the smallest "
+            f"set of patches holding 60% of each head's attention ({scale} scale)"
+        )
+    return (
+        "Every head's last-block [CLS] attention over the patches, overlaid on validation images, for the "
+        f"baseline row and its SAR row; one colour scale for all panels ({scale} scale)"
+    )
+
+
+def _grid(pictures: np.ndarray, heads: int, names: list[str], title: str):
+    """Two rows per image (baseline, then SAR), the image and then one panel per head."""
+    rows = len(pictures) * len(names)
+    fig, axes = plt.subplots(
+        rows,
+        heads + 1,
+        figsize=(1.45 * (heads + 1) + 1.4, 1.45 * rows + 0.9),
+        squeeze=False,
+        layout="constrained",
+    )
+    for i, picture in enumerate(pictures):
+        for j, name in enumerate(names):
+            row = axes[len(names) * i + j]
+            row[0].imshow(picture)
+            row[0].set_ylabel(name, fontsize=7)
+            if i == 0 and j == 0:
+                row[0].set_title("image", fontsize=8)
+                for h in range(heads):
+                    row[h + 1].set_title(f"head {h + 1}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return fig, axes
+
+
+def _extent(picture: np.ndarray) -> tuple[float, float, float, float]:
+    """Where a k x k map lies over the image: patch (r, c) over its pixels."""
+    height, width = picture.shape[:2]
+    return (-0.5, width - 0.5, height - 0.5, -0.5)
+
+
+def _draw_attention(pictures: np.ndarray, maps: list[np.ndarray], names: list[str]):
+    """Each head's map over the image, on one linear colour scale for every panel, from the lowest to the
+    highest attention shown (so the baseline's maps and SAR's compare), its opacity growing with the
+    attention so that the image shows through where the head looks little; with the colour bar, where a
+    white line marks the uniform attention."""
+    heads, cells = maps[0].shape[1], maps[0].shape[2] * maps[0].shape[3]
+    title = f"Last-block [CLS] attention of each head over the image: {names[0]} vs {names[1]}"
+    fig, axes = _grid(pictures, heads, names, title)
+    low, high = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
+    norm, cmap = Normalize(low, max(high, low + 1e-12)), plt.get_cmap("inferno")
+    for i, picture in enumerate(pictures):
+        for j, attention in enumerate(maps):
+            row = axes[len(maps) * i + j]
+            for h in range(heads):
+                level = norm(attention[i, h])
+                overlay = cmap(level)
+                overlay[..., 3] = 0.1 + 0.75 * np.clip(level, 0, 1)
+                row[h + 1].imshow(picture)
+                row[h + 1].imshow(overlay, interpolation="nearest", extent=_extent(picture))
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=axes[:, -1], shrink=0.6, aspect=30)
+    uniform = 1 / cells
+    said = f"white line: uniform, {uniform:.3f}" if low <= uniform <= high else f"uniform: {uniform:.3f}"
+    bar.set_label(f"attention of a patch (softmax over {cells}; {said})", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    if low <= uniform <= high:
+        bar.ax.axhline(uniform, color="white", linewidth=1.5)
+    return fig
+
+
+def _outline(mask: np.ndarray, picture: np.ndarray) -> list[list[tuple[float, float]]]:
+    """The edges between kept and dropped patches (and the image border), in pixel coordinates."""
+    x0, x1, y1, y0 = _extent(picture)
+    dx, dy = (x1 - x0) / mask.shape[1], (y1 - y0) / mask.shape[0]
+    padded = np.pad(mask, 1)  # padded[r + 1, c + 1] is mask[r, c]
+    segments = []
+    for r, c in zip(*np.nonzero(mask), strict=True):
+        left, top = x0 + c * dx, y0 + r * dy
+        right, bottom = left + dx, top + dy
+        if not padded[r, c + 1]:
+            segments.append([(left, top), (right, top)])
+        if not padded[r + 2, c + 1]:
+            segments.append([(left, bottom), (right, bottom)])
+        if not padded[r + 1, c]:
+            segments.append([(left, top), (left, bottom)])
+        if not padded[r + 1, c + 2]:
+            segments.append([(right, top), (right, bottom)])
+    return segments
+
+
+def _draw_thresholded(pictures: np.ndarray, maps: list[np.ndarray], names: list[str]):
+    """Each head's kept patches (60% of its attention, `keep_mass`) outlined over the image, the dropped
+    ones dimmed."""
+    heads = maps[0].shape[1]
+    title = f"Last-block [CLS] attention thresholded to 60% of its mass: {names[0]} vs {names[1]}"
+    fig, axes = _grid(pictures, heads, names, title)
+    for i, picture in enumerate(pictures):
+        for j, attention in enumerate(maps):
+            row = axes[len(maps) * i + j]
+            kept = keep_mass(attention[i])
+            for h in range(heads):
+                shade = np.zeros((*kept[h].shape, 4))
+                shade[~kept[h]] = DIM
+                row[h + 1].imshow(picture)
+                row[h + 1].imshow(shade, interpolation="nearest", extent=_extent(picture))
+                row[h + 1].add_collection(
+                    LineCollection(_outline(kept[h], picture), colors=OUTLINE, linewidths=1.1)
+                )
+    handles = [
+        Patch(
+            facecolor="none",
+            edgecolor=OUTLINE,
+            label="outlined: the fewest patches holding 60% of the head's attention",
+        ),
+        Patch(facecolor=DIM, edgecolor="none", label="dimmed: the other patches"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False, ncols=2)
+    return fig

@@ -1,7 +1,9 @@
-"""How a cell reads: ours as mean +- std (n), gains written as the paper writes them, e.g. `76.72 (+2.5)` or
-`51.6 (-1.2)`, and column headers as the paper names them, with an arrow for the better direction."""
+"""How a cell reads: ours as mean +- std (n) at the paper's precision for that sub-table and metric, the
+paper's numbers and gains as the paper prints them (`76.72 (+2.5)`, `51.6 (-1.2)`), column headers as the
+paper names them, with an arrow for the better direction, and what was trained, in words."""
 
 import math
+from decimal import Decimal
 from typing import Any
 
 from harness.eval import METRICS
@@ -16,6 +18,9 @@ NAMES = {
     "jaccard": "Jaccard",
 }
 ARROWS = {"higher": "↑", "lower": "↓"}
+DEFAULT_DIGITS = 2  # a sub-table without any of the paper's numbers
+VERDICTS = {"clear": "clear", "noise": "within noise", "untested": "1 seed: untested"}
+AUDIT_MARK = "⚠"
 
 
 def name(metric: str) -> str:
@@ -28,10 +33,46 @@ def header(metric: str) -> str:
     return f"{text[:-1]} {arrow})" if text.endswith(")") else f"{text} {arrow}"
 
 
+def exact(value: float) -> Decimal:
+    """The number as written in the recipe (the shortest repr of the float), exactly."""
+    return Decimal(repr(float(value)))
+
+
+def decimals(value: float) -> int:
+    """How many decimals the paper wrote: 75.72 -> 2, 41.0 -> 1, 52.8 -> 1 (trailing zeros are lost when a
+    recipe is read, so 85.20 counts as 85.2)."""
+    if not math.isfinite(value):
+        return 0
+    return max(0, -exact(value).as_tuple().exponent)
+
+
+def precision(values: list[float]) -> int:
+    """The decimals of a sub-table's column: the most any of the paper's numbers in it has."""
+    found = [decimals(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    return max(found) if found else DEFAULT_DIGITS
+
+
+def _plain(value: float, digits: int) -> str:
+    value = round(float(value), digits) + 0.0  # no "-0.00"
+    return f"{value:.{digits}f}"
+
+
 def gain(value: float) -> str:
-    """+2.5, +0.42, -0.46: two decimals at most, no trailing zeros (the paper's style)."""
-    text = f"{value:+.2f}".rstrip("0").rstrip(".")
-    return text if text not in ("+", "-") else "+0"
+    """A gain in the paper's style: +2.5, +0.42, -0.46, +18.17 (the shortest form, no trailing zeros)."""
+    value = float(value) + 0.0
+    text = format(exact(value).normalize(), "f") if value else "0"
+    return text if text.startswith("-") else f"+{text}"
+
+
+def signed(value: float, digits: int) -> str:
+    """Our gain at the paper's precision: +2.00 beside the paper's +0.42, -1.2 beside its -1.2."""
+    text = _plain(value, digits)
+    return text if text.startswith("-") else f"+{text}"
+
+
+def number(value: float) -> str:
+    """One of the paper's numbers as it prints it: 75.72, 41.0, 52.8."""
+    return f"{value:.{max(1, decimals(value))}f}"
 
 
 def _without_value(cell: dict[str, Any]) -> str:
@@ -48,28 +89,118 @@ def _without_value(cell: dict[str, Any]) -> str:
     return state
 
 
-def ours(cell: dict[str, Any]) -> str:
+def spread(mean: float, std: float, n: int, digits: int, show_n: bool = True) -> str:
+    """`21.00 ± 0.50 (n=3)`; one seed has no spread: `21.00 (n=1)`; without the count where the table
+    says it once for all its cells."""
+    text = _plain(mean, digits)
+    if n > 1:
+        text += f" ± {_plain(std, digits)}"
+    return f"{text} (n={n})" if show_n else text
+
+
+def verdict(cell: dict[str, Any]) -> str:
+    """`clear, p=0.019`, `clear, p<0.001`, `within noise, p=0.41` or `1 seed: untested`."""
+    text, p = VERDICTS[cell["verdict"]], cell["p"]
+    if cell["verdict"] not in ("clear", "noise"):
+        return text
+    if p < 0.001:
+        return f"{text}, p<0.001"
+    return f"{text}, p={p:.3f}" if p < 0.1 else f"{text}, p={p:.2f}"  # 0.048 and 0.052 stay apart
+
+
+def ours_parts(cell: dict[str, Any]) -> tuple[str, str]:
+    """Ours at the final epoch over the seeds (the count only where it differs from the sub-table's
+    `group_seeds`), and its gain over the baseline row with the verdict ("" without a baseline)."""
     if cell["n"] == 0:
-        return _without_value(cell)
-    text = f"{cell['mean']:.2f}"
-    if cell["n"] > 1:
-        text += f" ± {cell['std']:.2f}"
-    text += f" (n={cell['n']})"
-    if not math.isnan(cell["gain"]):
-        text += f" ({gain(cell['gain'])})"
+        return _without_value(cell), ""
+    text = spread(cell["mean"], cell["std"], cell["n"], cell["digits"], cell["n"] != cell.get("group_seeds"))
     if cell["n"] < cell["seeds"]:
         text += f"; {cell['seeds'] - cell['n']} seed(s) {cell['state']}"
-    return text
+    if math.isnan(cell["gain"]):
+        return text, ""
+    return text, f"{signed(cell['gain'], cell['digits'])}; {verdict(cell)}"
+
+
+def ours(cell: dict[str, Any]) -> str:
+    """`22.50 ± 1.80 (+1.67; within noise, p=0.32)` in one line."""
+    value, gain = ours_parts(cell)
+    return f"{value} ({gain})" if gain else value
+
+
+def best(cell: dict[str, Any]) -> str:
+    """The best validated epoch's value over the seeds (result.json's `best`), `-` where none was logged."""
+    if cell["best_n"] == 0:
+        return "-"
+    show_n = cell["best_n"] != cell.get("group_seeds")
+    return spread(cell["best_mean"], cell["best_std"], cell["best_n"], cell["digits"], show_n)
 
 
 def paper(cell: dict[str, Any]) -> str:
+    """`74.64 (+0.42)`; a printed gain that its two numbers do not give is marked `⚠`. Without a printed
+    gain, the difference of the paper's two numbers, unless the recipe lists the printed gains (then the
+    paper prints none there: Tab. 4's 88.95 beside its baseline's 88.95)."""
     if math.isnan(cell["paper"]):
         return "-"
-    text = f"{cell['paper']:g}"
-    if not math.isnan(cell["paper_gain"]):
-        text += f" ({gain(cell['paper_gain'])})"
-    return text
+    text = number(cell["paper"])
+    if not math.isnan(cell["printed_gain"]):
+        text += f" ({gain(cell['printed_gain'])})"
+    elif not cell.get("paper_prints_gains") and not math.isnan(cell["paper_gain"]):
+        text += f" ({signed(cell['paper_gain'], cell['gain_digits'])})"
+    return text + (f" {AUDIT_MARK}" if cell["audit"] == "mismatch" else "")
 
 
 def diff(cell: dict[str, Any]) -> str:
-    return "-" if math.isnan(cell["diff"]) else f"{cell['diff']:+.2f}"
+    return "-" if math.isnan(cell["diff"]) else signed(cell["diff"], cell["digits"])
+
+
+def _count(value: Any, what: str) -> str:
+    if isinstance(value, list | tuple):
+        if len(set(value)) == 1:
+            return f"{value[0]} {what}"
+        return f"{sum(value)} {what} ({'+'.join(map(str, value))})" if what == "blocks" else None
+    return f"{value} {what}"
+
+
+def architecture(kwargs: dict[str, Any]) -> str:
+    """The model as built, from its constructor arguments: `4 blocks, 144 wide, 6 heads, 64 px`."""
+    parts = []
+    depth = kwargs.get("depth", kwargs.get("depths"))
+    if depth is not None:
+        parts.append(_count(depth, "blocks"))
+    width = kwargs.get("embed_dim", kwargs.get("embed_dims"))
+    if width is not None:
+        parts.append(f"{width[0]}-{width[-1]} wide" if isinstance(width, list | tuple) else f"{width} wide")
+    heads = kwargs.get("num_heads")
+    if heads is not None:
+        parts.append(f"{heads[-1]} heads" if isinstance(heads, list | tuple) else f"{heads} heads")
+    if kwargs.get("img_size") is not None:
+        parts.append(f"{kwargs['img_size']} px")
+    return ", ".join(p for p in parts if p)
+
+
+def schedule(trained: dict[str, Any]) -> str:
+    """What a run did, in epochs: `8 epochs`, `8 epochs of fine-tuning after 24 of pre-training`,
+    `evaluates the 24-epoch model`."""
+    engine, upstream = trained.get("engine"), trained.get("upstream_epochs")
+    if engine == "evaluate":
+        return f"evaluates the {upstream}-epoch model" if upstream else "evaluation only"
+    text = f"{trained['epochs']} epochs"
+    if engine == "finetune":
+        text += " of fine-tuning" + (f" after {upstream} of pre-training" if upstream else "")
+    return text
+
+
+def data(trained: dict[str, Any]) -> str:
+    """`synthetic stand-in for imagenet100 (10 classes, 1,000 train / 200 val images)`."""
+    if trained.get("dataset") != "synthetic":
+        return ""
+    if trained.get("engine") == "evaluate":
+        return "synthetic stand-ins for the evaluation sets"
+    stands_for = trained.get("stands_for")
+    what = (
+        f"synthetic stand-in for {stands_for}" if stands_for not in (None, "synthetic") else "synthetic data"
+    )
+    return (
+        f"{what} ({trained['classes']} classes, {trained['train_images']:,} train / "
+        f"{trained['val_images']:,} val images)"
+    )

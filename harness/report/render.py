@@ -9,18 +9,22 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from omegaconf import DictConfig
 
+from harness.config import PROJECT_DIR, RecipeError
 from harness.recipe import load_recipe
 from harness.report import figures, format
 from harness.report.aggregate import (
+    ALPHA,
+    VERDICT_RULE,
     RunRecord,
     Scorecard,
+    arithmetic,
     cells,
     jaccard_void,
     mce_reference,
     read_run,
     scorecard,
 )
-from harness.report.attention import attention_figures
+from harness.report.attention import attention_caption, attention_figures
 from harness.results import atomic_write_text
 
 TEMPLATES = Environment(
@@ -29,7 +33,7 @@ TEMPLATES = Environment(
     keep_trailing_newline=True,
     trim_blocks=True,
     lstrip_blocks=True,
-    autoescape=False,
+    autoescape=lambda name: (name or "").endswith(".html.j2"),  # HTML escapes its text; Markdown does not
 )
 BADGES = {
     "paper": "Scale: paper — the paper's protocol and data",
@@ -45,79 +49,188 @@ VOID_NOTES = {  # how the runs' Jaccard treated VOC's void pixels (aggregate.jac
 }
 
 
-def _entry(text: str, mark: str = "") -> dict[str, str]:
-    """A table cell: its text, and a mark the HTML colours (failed, pending, better, worse)."""
-    return {"text": text, "mark": mark}
+def _entry(text: str, mark: str = "", lines: list[str] | None = None) -> dict[str, Any]:
+    """A table cell: its text (Markdown), its lines (HTML), and a mark the HTML colours (failed, pending,
+    better, worse, audit)."""
+    return {"text": text, "mark": mark, "lines": lines or [text]}
 
 
-def _ours(cell: dict[str, Any]) -> dict[str, str]:
-    text = format.ours(cell)
+def _ours(cell: dict[str, Any]) -> dict[str, Any]:
+    """Ours at the final epoch, its gain on a line of its own in HTML: coloured better or worse only where
+    the seeds separate it from its baseline row (`verdict` clear)."""
+    text, (value, gain) = format.ours(cell), format.ours_parts(cell)
+    lines = [value, gain] if gain else [value]
     if text.startswith("failed"):
-        return _entry(text, "failed")
+        return _entry(text, "failed", lines)
     if text == "not run":
-        return _entry(text, "pending")
-    if cell["improved"] is None:
-        return _entry(text)
-    return _entry(text, "better" if cell["improved"] else "worse")
+        return _entry(text, "pending", lines)
+    if cell["improved"] is None or cell["verdict"] != "clear":
+        return _entry(text, "", lines)
+    return _entry(text, "better" if cell["improved"] else "worse", lines)
 
 
-def _flat(part: pd.DataFrame, metrics: list[str], with_diff: bool) -> tuple[list[str], list[list[dict]]]:
-    """One line per row, for each metric: ours, the paper's and (at paper scale) the difference."""
-    headers = ["Row"]
-    for metric in metrics:
-        headers += [f"{format.header(metric)} ours", f"{format.header(metric)} paper"]
-        headers += [f"{format.name(metric)} Δ"] if with_diff else []
+def _sides(cell: dict[str, Any] | None, best: bool, with_diff: bool) -> list[dict[str, str]]:
+    """A cell's entries: ours (final epoch), ours at the best epoch, the paper's, the difference."""
+    if cell is None:
+        return [_entry("-")] * (2 + best + with_diff)
+    entries = [_ours(cell)] + ([_entry(format.best(cell))] if best else [])
+    entries.append(_entry(format.paper(cell), "audit" if cell["audit"] == "mismatch" else ""))
+    return entries + ([_entry(format.diff(cell))] if with_diff else [])
+
+
+def _headers(
+    metric: str, best: bool, with_diff: bool, top: str = "", trained: str = ""
+) -> list[tuple[str, str]]:
+    """(the paper's column or "", header): `Top-1 ↑ ours (final epoch)`, `Top-1 ↑ ours (best epoch)`,
+    `Top-1 ↑ paper`, `Top-1 Δ`."""
+    head = format.header(metric)
+    said = "; ".join(([f"local: {trained}"] if trained else []) + (["final epoch"] if best else []))
+    headers = [f"{head} ours" + (f" ({said})" if said else "")]
+    headers += [f"{head} ours (best epoch)"] if best else []
+    headers += [f"{head} paper"] + ([f"{format.name(metric)} Δ"] if with_diff else [])
+    return [(top, h) for h in headers]
+
+
+def _header_rows(headers: list[tuple[str, str]]) -> list[list[dict[str, Any]]]:
+    """The HTML header: one row, or two when headers fall under the paper's columns (`100 ep.` over its
+    ours and paper), each top spanning its columns."""
+    if not any(top for top, _ in headers):
+        return [[{"text": text, "span": ""} for _, text in headers]]
+    first, second = [], []
+    for top, text in headers:
+        if not top:
+            first.append({"text": text, "span": ' rowspan="2"'})
+            continue
+        if first and first[-1].get("top") == top:
+            first[-1]["count"] += 1
+        else:
+            first.append({"text": top, "top": top, "count": 1})
+        second.append({"text": text, "span": ""})
+    for cell in first:
+        if "count" in cell:
+            cell["span"] = f' colspan="{cell["count"]}"'
+    return [first, second]
+
+
+PARTS = ("arch", "schedule")  # what was trained, in words: the model as built, the epochs
+
+
+def _single(values: pd.Series) -> str:
+    """The one value a column of descriptions has, else ""."""
+    found = set(values)
+    return found.pop() if len(found) == 1 else ""
+
+
+def _suffixed(label: str, parts: list[str]) -> str:
+    parts = [p for p in dict.fromkeys(parts) if p]
+    return f"{label} (local: {', '.join(parts)})" if parts else label
+
+
+def _about(part: pd.DataFrame, common: dict[str, str], scale: str) -> str:
+    """The sentence under a sub-table's title: how many seeds make ours, and away from paper scale what
+    its rows have in common as trained (what differs is in the row labels or column headers)."""
+    seeds = int(part["group_seeds"].iloc[0])
+    counted = (
+        f"the mean ± std over {seeds} seeds"
+        if seeds > 1
+        else "one seed per row (no spread, so no verdict on the gains)"
+    )
+    if scale == "paper":
+        return f"Ours: {counted}." if seeds else ""
+    data = [d for d in dict.fromkeys(part["data"]) if d]
+    said = [common[k] for k in PARTS if common.get(k)] + ([f"on {'; '.join(data)}"] if data else [])
+    trained = f"Ours, as trained at {scale} scale: {'; '.join(said)}." if said else ""
+    return " ".join(t for t in (trained, f"Ours: {counted}." if seeds else "") if t)
+
+
+def _flat(part: pd.DataFrame, metrics: list[str], best: dict[str, bool], with_diff: bool, varying: list[str]):
+    """One line per row, for each metric: ours, ours at the best epoch, the paper's and (at paper scale)
+    the difference."""
+    headers = [("", "Row")] + [h for m in metrics for h in _headers(m, best[m], with_diff)]
     lines = []
-    for _, metric_cells in part.groupby("id", sort=False):
-        line = [_entry(metric_cells["label"].iloc[0])]
-        for cell in metric_cells.to_dict("records"):
-            line += [_ours(cell), _entry(format.paper(cell))]
-            line += [_entry(format.diff(cell))] if with_diff else []
+    for _, row_cells in part.groupby("id", sort=False):
+        first = row_cells.iloc[0]
+        line = [_entry(_suffixed(first["label"], [first[k] for k in varying]))]
+        by_metric = {c["metric"]: c for c in row_cells.to_dict("records")}
+        for metric in metrics:
+            line += _sides(by_metric.get(metric), best[metric], with_diff)
         lines.append(line)
     return headers, lines
 
 
-def _pivoted(
-    part: pd.DataFrame, columns: list[str], metrics: list[str]
-) -> tuple[list[str], list[list[dict]]]:
+def _pivoted(part: pd.DataFrame, columns: list[str], metrics: list[str], best: dict[str, bool], varying):
     """One line per label, for each of the paper's columns (epochs, datasets) and each metric: ours and
-    the paper's."""
-    headers = ["Model"] + [
-        f"{column} {format.header(metric)} {side}"
-        for column in columns
-        for metric in metrics
-        for side in ("ours", "paper")
-    ]
+    the paper's. What was trained goes to a column's header where it is the same down the column (the
+    epochs of Tab. 1c), else to the row's label."""
+    by_column = {k: all(_single(part[part["column"] == c][k]) for c in columns) for k in varying}
+    headers = [("", "Model")]
+    for column in columns:
+        trained = ", ".join(_single(part[part["column"] == column][k]) for k in varying if by_column[k])
+        for metric in metrics:
+            headers += _headers(metric, best[metric], False, column, trained)
     by_key = {(c["label"], c["column"], c["metric"]): c for c in part.to_dict("records")}
     lines = []
     for label in dict.fromkeys(part["label"]):
-        line = [_entry(label)]
+        mine = part[part["label"] == label]
+        line = [_entry(_suffixed(label, [v for k in varying if not by_column[k] for v in mine[k]]))]
         for column in columns:
             for metric in metrics:
-                cell = by_key.get((label, column, metric))
-                line += [_ours(cell), _entry(format.paper(cell))] if cell else [_entry("-"), _entry("-")]
+                line += _sides(by_key.get((label, column, metric)), best[metric], False)
         lines.append(line)
     return headers, lines
 
 
 def _groups(frame: pd.DataFrame, metrics: list[str], scale: str) -> list[dict[str, Any]]:
     """The paper's layout: one table per sub-table; a group with columns (e.g. epochs) is pivoted. The
-    difference from the paper is shown at paper scale only: elsewhere it compares different things."""
+    difference from the paper is shown at paper scale only: elsewhere it compares different things. Away
+    from paper scale, what was trained is said: once for the sub-table, or per row or column where it
+    differs."""
     groups = []
     for name in dict.fromkeys(frame["group"]):
         part = frame[frame["group"] == name]
+        part = part.assign(group_seeds=int(part["seeds"].max()))  # the count each cell need not repeat
         columns = list(dict.fromkeys(c for c in part["column"] if c))
-        headers, lines = (
-            _pivoted(part, columns, metrics) if columns else _flat(part, metrics, scale == "paper")
+        best = {m: bool((part.loc[part["metric"] == m, "best_n"] > 0).any()) for m in metrics}
+        common = {k: _single(part[k]) for k in PARTS}
+        varying = [k for k in PARTS if not common[k] and part[k].ne("").any()]
+        if columns:
+            headers, lines = _pivoted(part, columns, metrics, best, varying)
+        else:
+            headers, lines = _flat(part, metrics, best, scale == "paper", varying)
+        groups.append(
+            {
+                "title": f"({name})" if name else "Results",
+                "about": _about(part, common, scale),
+                "headers": [f"{top} {text}" if top else text for top, text in headers],
+                "header_rows": _header_rows(headers),
+                "lines": lines,
+            }
         )
-        groups.append({"title": f"({name})" if name else "Results", "headers": headers, "lines": lines})
     return groups
 
 
-def _notes(recipe: DictConfig, records: list[RunRecord]) -> list[str]:
-    """What a reader must know to read some columns: what normalised the mCE, how the Jaccard treated
-    VOC's void pixels (our default and SAR's public script differ)."""
+def _notes(recipe: DictConfig, records: list[RunRecord], frame: pd.DataFrame) -> list[str]:
+    """What a reader must know to read some columns: the recipe rows' notes, final and best epochs, the
+    precision, what normalised the mCE, how the Jaccard treated VOC's void pixels (our default and SAR's
+    public script differ)."""
     notes = []
+    for cell in frame.drop_duplicates("id").to_dict("records"):  # what the recipe says beside a row
+        if cell["note"]:
+            where = f"({cell['group']}) {cell['label']}" if cell["group"] else cell["label"]
+            where += f" ({cell['column']})" if cell["column"] else ""
+            notes.append(f"{where}: {cell['note']}")
+    if (frame["best_n"] > 0).any():
+        notes.append(
+            "Ours (final epoch) is the value at the last epoch, the one the gains and verdicts use; ours "
+            "(best epoch) is the best over the validated epochs, picked on the same validation images, so it "
+            "flatters. The paper does not say which of the two it prints (SAR's code keeps the checkpoint of "
+            "the best validation top-1)."
+        )
+    notes.append(
+        "Ours are written with as many decimals as the paper prints in that sub-table and metric; the "
+        "paper's numbers and gains as it prints them (a gain the paper does not print is the difference of "
+        "its two numbers)."
+    )
     if "mce" in recipe.metrics:
         text = f"{format.header('mce')} is normalised by {mce_reference(recipe)}"
         if recipe.scale != "paper":
@@ -130,6 +243,76 @@ def _notes(recipe: DictConfig, records: list[RunRecord]) -> list[str]:
     if void:
         notes.append(f"{format.header('jaccard')}: " + VOID_NOTES.get(void, f"VOC's void pixels: {void}."))
     return notes
+
+
+def _where(cell: dict[str, Any]) -> str:
+    """`(1b) B: A + no MSA skip connections, Top-1` or `CIFAR-10, SAR in fine-tuning, Top-1`."""
+    text = ", ".join(w for w in (cell["column"], cell["label"], format.name(cell["metric"])) if w)
+    return f"({cell['group']}) {text}" if cell["group"] else text
+
+
+def _scorecard(card: Scorecard, scale: str) -> list[str]:
+    """The scorecard in sentences: closeness (paper scale only), the gains counted where the seeds
+    separate the rows, the rule that decides it, and the paper's arithmetic."""
+    close = f"{card.within_tolerance} of {card.cells_compared} cells within {card.tolerance:g} points"
+    lines = [
+        (
+            f"{close} of the paper."
+            if card.cells_compared
+            else "No cell of ours to compare with the paper yet."
+        )
+        if scale == "paper"
+        else f"Closeness to the paper's values is not scored at {scale} scale (different data, models and "
+        "epochs)."
+    ]
+    if card.gains_compared:
+        same = f"{card.gains_same_sign} of them of the paper's sign"
+        clear = (
+            f"{card.gains_clear} clear of the seeds' noise, {same}"
+            if card.gains_clear
+            else "none clear of the seeds' noise"
+        )
+        lines.append(
+            f"SAR's gain over the baseline row, in the {card.gains_compared} cell(s) where the paper has "
+            f"one: {clear}; {card.gains_noise} within noise; {card.gains_untested} untested (a single seed)."
+        )
+    else:
+        lines.append("No gain over a baseline row to compare with the paper's yet.")
+    lines.append(VERDICT_RULE)
+    if card.arithmetic_flagged:
+        lines.append(
+            f"The paper's arithmetic: {card.arithmetic_flagged} of the {card.arithmetic_checked} gains it "
+            f"prints do not hold ({format.AUDIT_MARK}, listed below)."
+        )
+    return lines
+
+
+def _arithmetic(frame: pd.DataFrame, card: Scorecard) -> dict[str, Any] | None:
+    """The paper's printed gains checked against its two numbers; None when the recipe lists none."""
+    if not frame["audit"].ne("").any():
+        return None
+    flagged, unchecked = [], []
+    for cell in arithmetic(frame):
+        printed = format.gain(cell["printed_gain"])
+        if cell["audit"] == "mismatch":
+            base = format.number(cell["paper_base"])
+            should = format.signed(float(cell["difference"]), cell["gain_digits"])
+            flagged.append(
+                f"{_where(cell)}: the paper prints {printed}, but {format.number(cell['paper'])} - {base} "
+                f"= {should}."
+            )
+        else:
+            unchecked.append(f"{_where(cell)}: the paper prints {printed}; no baseline value to check it.")
+    rule = "to half a unit of the printed gain's last decimal"
+    summary = (
+        f"Of the {card.arithmetic_checked} gain(s) the paper prints beside a number and its baseline, "
+        f"{len(flagged)} do not equal the difference of the two numbers ({rule}); {format.AUDIT_MARK} marks "
+        "them in the tables."
+        if flagged
+        else f"All {card.arithmetic_checked} gain(s) the paper prints beside a number and its baseline equal "
+        f"the difference of the two numbers ({rule})."
+    )
+    return {"summary": summary, "flagged": flagged, "unchecked": unchecked, "mark": format.AUDIT_MARK}
 
 
 def _provenance(records: list[RunRecord]) -> dict[str, Any]:
@@ -154,18 +337,29 @@ def _figures(
 ) -> list[dict[str, str]]:
     """Draw the curves and the lambda sweep; the files and captions of those drawn and the attention maps."""
     scale, stem = recipe.scale, report_stem(recipe)
+    trained = "" if scale == "paper" else f"; {scale} scale, the epochs as trained"
     shown = []
     if figures.curves(recipe, records, out / "figures" / f"{stem}_curves.png", scale):
-        caption = f"Validation top-1 against epochs ({scale} scale)"
+        caption = (
+            "Validation top-1 against epochs, one panel per sub-table: the mean over the seeds, the band "
+            f"± 1 std{trained}"
+        )
+        if scale == "paper" and any(row.paper_points for row in recipe.rows):
+            caption += "; stars: the points the paper quotes"
         shown.append({"file": f"{stem}_curves.png", "caption": caption})
     if recipe.lambda_sweep and figures.lambda_sweep(
         recipe, frame, out / "figures" / f"{stem}_lambda.png", scale
     ):
-        caption = f"{format.name(recipe.metrics[0])} against lambda ({scale} scale)"
+        metric = format.name(recipe.metrics[0])
+        caption = (
+            f"{metric} against lambda, the paper's and ours in one plot"
+            if scale == "paper"
+            else f"{metric} against lambda: the paper's (left) and ours at {scale} scale (right), each on "
+            "its own axis: the two are not comparable"
+        )
         shown.append({"file": f"{stem}_lambda.png", "caption": caption})
     for file in attention_files:
-        what = "60% of the mass kept" if "thresholded" in file else "every head's last-block [CLS] attention"
-        shown.append({"file": file, "caption": f"Attention maps, {what} ({scale} scale)"})
+        shown.append({"file": file, "caption": attention_caption(file, scale)})
     return shown
 
 
@@ -174,14 +368,51 @@ def report_stem(recipe: DictConfig) -> str:
     return recipe.name if recipe.scale == "paper" else f"{recipe.name}-{recipe.scale}"
 
 
+def shown_path(path: str | Path) -> str:
+    """How a report names its recipe: relative to the project (`recipes/table1.yaml`) however it was given
+    (`--all` finds recipes by absolute path), else by its file name: no absolute path in a report."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(PROJECT_DIR) if resolved.is_relative_to(PROJECT_DIR) else resolved.name)
+
+
+def _local_pointer(
+    recipe: DictConfig, runs: list, recipe_path: str | Path, overrides: list[str]
+) -> dict[str, str] | None:
+    """When no run of a paper-scale report is in the run store but some local-scale ones are: what to type
+    to report them (text, command, file)."""
+    if recipe.scale != "paper" or any(run.folder.exists() for run in runs):
+        return None
+    kept = [o for o in overrides if not o.lstrip("+~").startswith("scale=")]
+    try:
+        local_recipe, local_runs = load_recipe(recipe_path, [*kept, "scale=local"])
+    except RecipeError:
+        return None
+    found = [run for run in local_runs if run.folder.exists()]
+    if not found:
+        return None
+    done = sum((run.folder / "result.json").exists() for run in found)
+    return {
+        "text": f"No run of this recipe at paper scale is in the run store, but {len(found)} local-scale "
+        f"run(s) are ({done} done).",
+        "command": " ".join(["python -m harness report", shown_path(recipe_path), *kept, "scale=local"]),
+        "file": f"{report_stem(local_recipe)}.html",
+    }
+
+
 def render_table(
     recipe_path: str | Path, overrides: list[str], out: Path, tolerance: float
 ) -> dict[str, Any]:
     """Write out/<name>.md, out/<name>.html and figures; returns the summary the index is built from."""
     recipe, runs = load_recipe(recipe_path, overrides)
-    records = [read_run(run) for run in runs]
+    described: dict[tuple[int, int], dict[str, Any]] = {}  # runs of a row share their config
+    records = []
+    for run in runs:
+        key = (id(run.row_config), id(run.upstream.row_config) if run.upstream else 0)
+        records.append(read_run(run, described.get(key)))
+        described.setdefault(key, records[-1].trained)
     attention = attention_figures(recipe, runs, out, report_stem(recipe))
-    return write_report(recipe, records, out, tolerance, str(recipe_path), attention)
+    pointer = _local_pointer(recipe, runs, recipe_path, overrides)
+    return write_report(recipe, records, out, tolerance, shown_path(recipe_path), attention, pointer)
 
 
 def write_report(
@@ -191,10 +422,12 @@ def write_report(
     tolerance: float,
     recipe_file: str,
     attention: tuple[list[str], list[str]] = ([], []),
+    pointer: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write the reports of a recipe's runs, already read (`attention`: the files of the attention figures
-    already drawn, and the problems met drawing them); returns the summary the index is built from. Apart
-    from `render_table` so that records built elsewhere (tests, other stores) can be reported."""
+    already drawn, and the problems met drawing them; `pointer`: where the runs of another scale are
+    reported); returns the summary the index is built from. Apart from `render_table` so that records
+    built elsewhere (tests, other stores) can be reported."""
     frame = cells(recipe, records)
     card = scorecard(frame, tolerance)
     scale, stem = recipe.scale, report_stem(recipe)
@@ -205,9 +438,12 @@ def write_report(
         "recipe_file": recipe_file,
         "scale": scale,
         "badge": BADGES[scale],
-        "card": card,
+        "pointer": pointer,
+        "scorecard": _scorecard(card, scale),
+        "flagged": card.arithmetic_flagged,
         "groups": _groups(frame, list(recipe.metrics), scale),
-        "notes": _notes(recipe, records),
+        "arithmetic": _arithmetic(frame, card),
+        "notes": _notes(recipe, records, frame),
         "figures": _figures(recipe, records, frame, out, attention_files),
         "problems": [f"{r.uid}: {p}" for r in records for p in r.problems] + attention_problems,
         "provenance": _provenance(records),
@@ -215,12 +451,14 @@ def write_report(
     for suffix in ("md", "html"):
         text = TEMPLATES.get_template(f"table.{suffix}.j2").render(**context)
         atomic_write_text(out / f"{stem}.{suffix}", text)
-    summary = _summary(stem, recipe, card, context["provenance"])
+    summary = _summary(stem, recipe, card, context["provenance"], pointer or {})
     atomic_write_text(out / f"{stem}.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
-def _summary(stem: str, recipe: DictConfig, card: Scorecard, provenance: dict[str, Any]) -> dict[str, Any]:
+def _summary(
+    stem: str, recipe: DictConfig, card: Scorecard, provenance: dict[str, Any], pointer: dict[str, str]
+) -> dict[str, Any]:
     return {
         "name": stem,
         "title": recipe.title,
@@ -230,15 +468,23 @@ def _summary(stem: str, recipe: DictConfig, card: Scorecard, provenance: dict[st
         "compared": card.cells_compared,
         "within": card.within_tolerance,
         "gains": card.gains_compared,
+        "clear_gains": card.gains_clear,
         "same_sign": card.gains_same_sign,
+        "noise_gains": card.gains_noise,
+        "untested_gains": card.gains_untested,
+        "arithmetic_flagged": card.arithmetic_flagged,
         "gpu_hours": provenance["gpu_hours"],
+        "pointer": pointer,
     }
 
 
 def render_index(out: Path) -> None:
-    """reports/index.html from the summaries of every report in `out`."""
-    entries = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    """reports/index.html from the summaries of every report in `out` (those of an older version lack the
+    newer counts: `?`)."""
+    older = {"clear_gains": "?", "noise_gains": "?", "untested_gains": "?", "arithmetic_flagged": "?"}
+    older["pointer"] = {}
+    entries = [{**older, **json.loads(p.read_text())} for p in sorted(out.glob("*.json"))]
     html = TEMPLATES.get_template("index.html.j2").render(
-        entries=entries, total_gpu_hours=sum(e["gpu_hours"] for e in entries)
+        entries=entries, total_gpu_hours=sum(e["gpu_hours"] for e in entries), alpha=ALPHA
     )
     atomic_write_text(out / "index.html", html)
