@@ -40,7 +40,7 @@ from torch.optim import Optimizer
 
 import sar
 from benchmarks.reference_loss import reference_spatial_entropy
-from benchmarks.timing import cuda_median_seconds, median_seconds
+from benchmarks.timing import cuda_graph_seconds, cuda_median_seconds, median_seconds
 from harness.core.model import build_model, for_training
 from harness.core.precision import Precision
 from harness.core.steps import StepTotals, adamw, optimizer_step
@@ -325,20 +325,6 @@ def _fwd_bwd(loss_fn: Callable[[torch.Tensor], torch.Tensor], S: torch.Tensor) -
     return step
 
 
-def _graph_seconds(S: torch.Tensor, repeats: int) -> float:
-    """Forward + backward replayed from a CUDA graph: capture fails if the loss synchronises the host."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            sar.spatial_entropy(S).backward()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        sar.spatial_entropy(S).backward()
-    return cuda_median_seconds(graph.replay, repeats=repeats)
-
-
 def loss(plan: Plan, device: torch.device) -> dict:
     """`sar.spatial_entropy` forward + backward against the reference approach, same maps, same run."""
     S = torch.randn(*plan.loss_shape, generator=torch.Generator().manual_seed(0)).to(device)
@@ -352,7 +338,7 @@ def loss(plan: Plan, device: torch.device) -> dict:
     graph, graph_error = None, None
     if device.type == "cuda":  # last: a capture that fails is reported, and leaves no figure half-measured
         try:
-            graph = _graph_seconds(S, plan.loss_repeats)
+            graph = cuda_graph_seconds(lambda: sar.spatial_entropy(S).backward(), plan.loss_repeats)
         except RuntimeError as error:
             graph_error = f"{type(error).__name__}: {error}"
     result = {

@@ -8,7 +8,7 @@ import torch
 
 import sar
 from benchmarks.reference_loss import reference_spatial_entropy
-from benchmarks.timing import cuda_median_seconds, median_seconds
+from benchmarks.timing import cuda_graph_seconds, cuda_median_seconds, median_seconds
 
 CPU_SHAPES = [(128, 6, 14, 14), (128, 6, 7, 7), (128, 6, 28, 28), (512, 6, 14, 14)]
 HEADLINE = (128, 6, 14, 14)  # one ViT-S/16 GPU batch of the paper
@@ -59,16 +59,7 @@ def bench_gpu() -> list[dict]:
     _check_same_loss(S)
     step = _fwd_bwd(sar.spatial_entropy, S)
     eager = cuda_median_seconds(step, repeats=200)
-    graph = torch.cuda.CUDAGraph()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            sar.spatial_entropy(S).backward()
-    torch.cuda.current_stream().wait_stream(stream)
-    with torch.cuda.graph(graph):
-        sar.spatial_entropy(S).backward()
-    graphed = cuda_median_seconds(graph.replay, repeats=200)
+    graphed = cuda_graph_seconds(lambda: sar.spatial_entropy(S).backward(), repeats=200)
     ref = median_seconds(_fwd_bwd(reference_spatial_entropy, S), repeats=10, warmup=1)
     return [
         {

@@ -58,3 +58,18 @@ def cuda_median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 10
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
     return statistics.median(times)
+
+
+def cuda_graph_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """`fn` captured once in a CUDA graph (after 3 warm-up calls on a side stream), then the median replay;
+    the capture fails if `fn` synchronises the host."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return cuda_median_seconds(graph.replay, repeats=repeats)

@@ -240,29 +240,28 @@ def test_attention_jaccard_against_a_hand_computation(monkeypatch):
     assert evaluate.attention_jaccard(cfg, _Maps(torch.log(probabilities)), world) == (pytest.approx(50.0), 1)
 
 
+def _rates(protocol, epochs: int = 4, steps: int = 10) -> list[float]:
+    """The learning rate of every step of a run, as the engine sets it."""
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    schedule = LrSchedule(optimizer, protocol, epochs=epochs, steps_per_epoch=steps)
+    rates = []
+    for epoch in range(epochs):
+        for step in range(steps):
+            schedule.set(epoch, step)
+            rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
 def test_per_step_schedule_moves_within_an_epoch_and_per_epoch_does_not():
     protocol = OmegaConf.create(
         {"lr_per_step": True, "min_lr": 1e-5, "warmup_epochs": 1, "warmup_lr": 1e-6, "cooldown_epochs": 0}
     )
-    model = torch.nn.Linear(2, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    schedule = LrSchedule(optimizer, protocol, epochs=4, steps_per_epoch=10)
-    rates = []
-    for epoch in range(4):
-        for step in range(10):
-            schedule.set(epoch, step)
-            rates.append(optimizer.param_groups[0]["lr"])
+    rates = _rates(protocol)
     assert rates[0] == pytest.approx(1e-6) and rates[5] == pytest.approx(1e-6 + (1e-3 - 1e-6) * 5 / 10)
-    # then the cosine per iteration, over all 40 (timm without warmup_prefix, as DeiT's main.py)
+    # then the cosine per iteration, over all 40 (timm without warmup_prefix, as Swin's build_scheduler)
     assert rates[25] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 25 / 40)))
     protocol.lr_per_step = False
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    schedule = LrSchedule(optimizer, protocol, epochs=4, steps_per_epoch=10)
-    per_epoch = []
-    for epoch in range(4):
-        for step in range(10):
-            schedule.set(epoch, step)
-            per_epoch.append(optimizer.param_groups[0]["lr"])
+    per_epoch = _rates(protocol)
     assert all(len(set(per_epoch[e * 10 : e * 10 + 10])) == 1 for e in range(4))
 
 

@@ -10,13 +10,17 @@ was killed. The model of the best validated epoch is kept too, for downstream ru
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from harness import distributed
 from harness.core import checkpoint
@@ -77,25 +81,12 @@ def run(
         set_rng_state(saved["rng"][world.rank] if world.rank < len(saved["rng"]) else saved["rng"][0])
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
+    loop = Loop(model, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, ema, log, heartbeat)
 
     for epoch in range(start, cfg.epochs):
         begin = time.perf_counter()
         sampler.set_epoch(epoch)
-        stats = train_one_epoch(
-            cfg,
-            net,
-            loader,
-            optimizer,
-            schedule,
-            precision,
-            mixup_fn,
-            loss_fn,
-            world,
-            epoch,
-            log,
-            heartbeat,
-            ema,
-        )
+        stats = train_one_epoch(cfg, loop, world, epoch)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
         if cfg.loss.sar:
             record["loss_weight"] = loss_weight(cfg.loss, epoch, cfg.epochs)
@@ -135,22 +126,26 @@ def run(
     return result(cfg, uid, records, state, world)
 
 
-def train_one_epoch(
-    cfg,
-    net,
-    loader,
-    optimizer,
-    schedule,
-    precision,
-    mixup_fn,
-    loss_fn,
-    world,
-    epoch,
-    log,
-    heartbeat,
-    ema=None,
-) -> dict[str, float]:
+@dataclass
+class Loop:
+    """What an epoch of training uses, built once per run."""
+
+    model: nn.Module  # the classifier (what the EMA follows and downstream runs load)
+    net: nn.Module  # what is called: the model with its auxiliary heads, in DDP with several processes
+    loader: DataLoader
+    optimizer: Optimizer
+    schedule: LrSchedule
+    precision: Precision
+    mixup_fn: Mixup | None
+    loss_fn: nn.Module
+    ema: ModelEmaV3 | None
+    log: RunLog
+    heartbeat: Heartbeat
+
+
+def train_one_epoch(cfg: DictConfig, loop: Loop, world: distributed.World, epoch: int) -> dict[str, float]:
     """One pass over the train split; the host reads the losses every `train.log_every` steps only."""
+    net, loader, optimizer, log, heartbeat = loop.net, loop.loader, loop.optimizer, loop.log, loop.heartbeat
     net.train()
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps)
     epoch_sums = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "drloc": 0.0, "steps": 0.0, "skipped": 0.0}
@@ -158,21 +153,21 @@ def train_one_epoch(
     weight = loss_weight(cfg.loss, epoch, cfg.epochs)
     steps, start = len(loader), time.perf_counter()
     for step, (images, targets) in enumerate(loader):
-        schedule.set(epoch, step)
+        loop.schedule.set(epoch, step)
         images = images.to(world.device, non_blocking=True)
         targets = targets.to(world.device, non_blocking=True)
-        if mixup_fn is not None:
-            images, targets = mixup_fn(images, targets)
-        with precision.autocast():
+        if loop.mixup_fn is not None:
+            images, targets = loop.mixup_fn(images, targets)
+        with loop.precision.autocast():
             logits, S, drloc = net(images)
-        ce = loss_fn(logits.float(), targets)
+        ce = loop.loss_fn(logits.float(), targets)
         aux = aux_loss(cfg, S if cfg.loss.sar else S.detach())  # L_se is logged even where unused
         loss = ce + weight * aux if cfg.loss.sar else ce
         if drloc is not None:
             loss = loss + cfg.loss.drloc_weight * drloc
-        skipped = optimizer_step(loss, optimizer, net, precision, cfg.protocol.clip_grad)
-        if ema is not None:
-            ema.update(net.module.model if hasattr(net, "module") else net.model)
+        skipped = optimizer_step(loss, optimizer, net, loop.precision, cfg.protocol.clip_grad)
+        if loop.ema is not None:
+            loop.ema.update(loop.model)
         totals.add(loss, ce, aux, drloc if drloc is not None else torch.zeros_like(ce), skipped)
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
             window = totals.read(world, f"epoch {epoch + 1}, step {step + 1}")
