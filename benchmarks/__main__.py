@@ -21,6 +21,8 @@ BENCHES = {
     "report": "bench_report",
     "recipes": "bench_recipes",
 }
+# run only when named (minutes of training): `python -m benchmarks local`
+ON_REQUEST = {"local": "bench_local"}
 
 
 def main() -> None:
@@ -31,7 +33,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("names", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        choices=[*BENCHES, *ON_REQUEST, []],
+        help="benchmarks to run (default: all but local)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the JSON files")
     args = parser.parse_args()
@@ -46,7 +53,8 @@ def main() -> None:
     print(f"machine: {machine}")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or BENCHES:
-        rows = importlib.import_module(f"benchmarks.{BENCHES[name]}").run(quick=args.quick)
+        module = {**BENCHES, **ON_REQUEST}[name]
+        rows = importlib.import_module(f"benchmarks.{module}").run(quick=args.quick)
         path = args.out / f"{name}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
