@@ -405,6 +405,13 @@ def _upstream_recipe(path: Path, name: str, source: str) -> Path:
     return found.resolve()
 
 
+def _at(data: dict[str, Any], key: str) -> Any:
+    """The value of dotted `key` in a plain nested dict."""
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
 def _link_upstream(run: dict[str, Any], upstream: ResolvedRun, source: str, blame: "_Blame") -> None:
     """What the downstream row takes from, and must share with, the run it consumes."""
     up = upstream.config
@@ -415,12 +422,9 @@ def _link_upstream(run: dict[str, Any], upstream: ResolvedRun, source: str, blam
     same = ["model", "model_kwargs", "last_block"]  # D.3: fine-tuning keeps the pre-training architecture
     if run["engine"] == "evaluate":
         same.append("data.dataset")  # the classifier's classes are the ones it was trained on
+    upstream_run = OmegaConf.to_container(up)
     for key in same:
-        mine, theirs = OmegaConf.select(OmegaConf.create(run), key), OmegaConf.select(up, key)
-        if OmegaConf.is_config(theirs):
-            theirs = OmegaConf.to_container(theirs)
-        if OmegaConf.is_config(mine):
-            mine = OmegaConf.to_container(mine)
+        mine, theirs = _at(run, key), _at(upstream_run, key)
         if mine != theirs:
             raise RecipeError(
                 f"{blame(key)}: key '{key}': got {mine!r}, but the run it consumes (row '{up.row}' of "
@@ -432,20 +436,30 @@ def _link_upstream(run: dict[str, Any], upstream: ResolvedRun, source: str, blam
 
 
 def _upstream_runs(
-    path: Path, recipe: DictConfig, row: DictConfig, seeds: list[int], run: dict[str, Any], chain: tuple
+    path: Path,
+    recipe: DictConfig,
+    row: DictConfig,
+    seeds: list[int],
+    run: dict[str, Any],
+    chain: tuple,
+    loaded: dict[tuple, list[ResolvedRun]],
 ) -> dict[int, ResolvedRun]:
     """The runs of the upstream row, one per seed of the downstream row, at the same scale, in the same
-    run store and with the same launcher."""
+    run store and with the same launcher. `loaded` keeps each upstream recipe resolved once per
+    `load_recipe` (Tab. 4's 16 rows share Tab. 2's)."""
     source = f"{path}: row '{row.id}'"
     upstream_path = _upstream_recipe(path, row["from"].recipe, source)
     if upstream_path in chain:
         raise RecipeError(f"{source}: key 'from': a cycle of recipes: {' -> '.join(map(str, chain))}")
-    seed_list = ",".join(str(s) for s in seeds)
-    _, runs = load_recipe(
-        upstream_path,
-        [f"scale={recipe.scale}", f"seeds=[{seed_list}]", f"runs_root='{run['runs_root']}'"],
-        _chain=(*chain, upstream_path),
-    )
+    key = (upstream_path, recipe.scale, tuple(seeds), run["runs_root"])
+    if key not in loaded:
+        seed_list = ",".join(str(s) for s in seeds)
+        _, loaded[key] = load_recipe(
+            upstream_path,
+            [f"scale={recipe.scale}", f"seeds=[{seed_list}]", f"runs_root='{run['runs_root']}'"],
+            _chain=(*chain, upstream_path),
+        )
+    runs = loaded[key]
     found = {r.seed: r for r in runs if row["from"].row in r.rows}
     if not found:
         known = sorted({row_id for r in runs for row_id in r.rows})
@@ -467,6 +481,7 @@ def load_recipe(
     uid is part of its own."""
     path = Path(path)
     _chain = _chain or (path.resolve(),)
+    loaded: dict[tuple, list[ResolvedRun]] = {}
     parsed = parse(list(overrides or []), multirun)
     recipe, protocols = compose_recipe(path, parsed.recipe, parsed.protocols)
     _check_recipe(recipe, path)
@@ -498,7 +513,7 @@ def load_recipe(
             seeds = [run["seed"]] if any(s.key == "seed" for s in point) else list(recipe.seeds)
             upstreams: dict[int, ResolvedRun | None] = dict.fromkeys(seeds)
             if run["upstream"] is not None:
-                upstreams.update(_upstream_runs(path, recipe, row, seeds, run, _chain))
+                upstreams.update(_upstream_runs(path, recipe, row, seeds, run, _chain, loaded))
                 _link_upstream(
                     run, upstreams[run["seed"]] or upstreams[seeds[0]], f"{path}: row '{row.id}'", blame
                 )
