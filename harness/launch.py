@@ -111,9 +111,8 @@ def _executor(kind: str, run: ResolvedRun, after: tuple[str, ...] = ()) -> submi
     r = run.config.resources
     if kind == "local":  # the GPUs this machine has, at most the ones asked for; one task per GPU
         gpus = min(r.gpus_per_node, torch.cuda.device_count())
-        executor = submitit.LocalExecutor(
-            folder=_folder(run)
-        )  # flat: its controller would mkdir a literal %j
+        # a flat folder: the local controller would create a literal %j
+        executor = submitit.LocalExecutor(folder=_folder(run))
         executor.update_parameters(
             timeout_min=r.timeout_min, gpus_per_node=gpus, tasks_per_node=_tasks(run, gpus)
         )

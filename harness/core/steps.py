@@ -52,11 +52,12 @@ class StepTotals:
         if world.size > 1:
             all_reduce(sums)
             all_reduce(longest, op=ReduceOp.MAX)
-        values = dict(zip(TOTALS, sums.tolist(), strict=True))
+        *read, streak = torch.cat([sums, longest.double()[None]]).tolist()  # the one read from the device
+        values = dict(zip(TOTALS, read, strict=True))
         values["steps"] /= world.size
         values["skipped"] /= world.size
-        if longest.item() >= self.max_nonfinite:
-            raise RunFailed(f"the loss was non-finite for {int(longest.item())} steps in a row ({where})")
+        if streak >= self.max_nonfinite:
+            raise RunFailed(f"the loss was non-finite for {int(streak)} steps in a row ({where})")
         self.sums.zero_()
         self.longest.copy_(self.streak)  # a streak that crosses windows keeps counting
         return values
