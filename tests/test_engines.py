@@ -22,9 +22,8 @@ from harness.engines import evaluate, supervised, train_run
 from harness.eval import CORRUPTIONS
 from harness.recipe import load_recipe
 from harness.results import BEST_CHECKPOINT, CHECKPOINT, read_metrics
-from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
+from tests.harness_fixtures import TINY_KWARGS, TINY_OVERRIDES, write_tiny
 
-KWARGS = "{img_size: 32, patch_size: 8, embed_dim: 48, depth: 2, num_heads: 3}"
 DOWNSTREAM = """
 defaults:
   - recipe_schema
@@ -69,7 +68,7 @@ def _downstream(tmp_path: Path, upstream: Path, **fields) -> Path:
         "row": "ft",
         "upstream": upstream,
         "upstream_row": "base",
-        "kwargs": KWARGS,
+        "kwargs": TINY_KWARGS,
         "last_block": "standard",
         **fields,
     }

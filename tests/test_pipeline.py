@@ -17,9 +17,7 @@ from harness.cli import main
 from harness.pipeline import DONE, UNNEEDED, graph, plan
 from harness.recipe import load_recipe
 from harness.results import BEST_CHECKPOINT, CHECKPOINT
-from tests.harness_fixtures import TINY
-
-KWARGS = "{img_size: 32, patch_size: 8, embed_dim: 48, depth: 2, num_heads: 3}"
+from tests.harness_fixtures import TINY, TINY_KWARGS
 
 DOWNSTREAM = """
 defaults:
@@ -53,7 +51,7 @@ def write_upstream(
     folder: Path, runs: Path, epochs: int = 1, batch_size: int = 16, resources: str = RESOURCES
 ) -> Path:
     """The tiny recipe (rows `base` and `sar`), trainable in seconds: the upstream of the pipeline."""
-    text = TINY.format(runs=runs).replace("epochs: 3", f"epochs: {epochs}")
+    text = TINY.format(runs=runs, kwargs=TINY_KWARGS).replace("epochs: 3", f"epochs: {epochs}")
     text = text.replace("resources: {gpus_per_node: 0}", f"resources: {resources}")
     path = folder / "tiny.yaml"
     path.write_text(text + f"protocol: {{batch_size: {batch_size}, warmup_epochs: 0}}\n")
@@ -67,7 +65,7 @@ def finetune_row(row_id: str, upstream: str, row: str = "base", checkpoint: str 
         f"  - id: {row_id}",
         f"    label: {row_id}",
         f"    from: {{recipe: {upstream}, row: {row}, checkpoint: {checkpoint}}}",
-        f"    model_kwargs: {KWARGS}",
+        f"    model_kwargs: {TINY_KWARGS}",
         f"    last_block: {last_block}",
     ]
     return "\n".join(lines)
