@@ -239,12 +239,14 @@ def test_usr2_mid_run_requeues_and_ends_with_the_same_metrics(tmp_path):
     job = run_states([run.folder])[0].job.split()[1]
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # as a preemption would
     _wait_until(lambda: (run.folder / "result.json").exists(), 150, "done after the requeue")
-    assert (
-        subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True, text=True)
-        .stdout.split()
-        .count("REQUEUED")
-        >= 1
-    )
+
+    def requeues() -> int:
+        states = ["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"]
+        return subprocess.run(states, capture_output=True, text=True).stdout.split().count("REQUEUED")
+
+    # slurmdbd records the requeue a little after the job moves on: wait for the accounting, then check
+    _wait_until(lambda: requeues() >= 1, 60, "the requeue in sacct")
+    assert requeues() >= 1
     reference = tmp_path / "inline-runs"
     assert (
         _harness("run", str(recipe), *overrides, "launcher=inline", f"runs_root={reference}").returncode == 0
@@ -326,6 +328,9 @@ def test_the_downstream_job_of_a_failed_upstream_job_is_cancelled(tmp_path):
     upstream, downstream = run_states(folders)
     assert upstream.state == "failed" and "smaller than one batch" in upstream.detail, upstream
     assert downstream.state == "failed" and "CANCELLED" in downstream.detail, downstream
-    state, reason = _sacct(read_submission(run.folder)["job_id"], "State,Reason")
+    job = read_submission(run.folder)["job_id"]
+    # slurmdbd may record the cancellation before its reason: wait for the accounting, then check
+    _wait_until(lambda: _sacct(job, "Reason")[0].startswith("Dependency"), 60, "the reason in sacct")
+    state, reason = _sacct(job, "State,Reason")
     assert state.startswith("CANCELLED") and reason.startswith("Dependency"), (state, reason)
     assert not (run.folder / "config.yaml").exists()  # it never started
