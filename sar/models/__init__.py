@@ -7,6 +7,11 @@ Every model has `forward_with_similarity(x) -> (logits, S)`, `forward_features(x
 Inputs need not have the build size: any multiple of `model.size_multiple` works (position embeddings
 resized to the input's token grid), S is on that input's own grid (`model.similarity_grid_for((H, W))`),
 and a size that cannot work raises a ValueError naming the model and the sizes that do.
+
+timm's contract holds with the SAR last block intact: `forward_intermediates` (per-block outputs for ViT and
+T2T-ViT, with `get_intermediate_layers` for DINO's probe; per-stage maps for PVT and CvT),
+`prune_intermediate_layers`, `set_grad_checkpointing` (every block, S included) and
+`timm.create_model(name, features_only=True, out_indices=...)` (timm's FeatureGetterNet).
 """
 
 from sar.models.base import SimilarityModel

@@ -1,10 +1,15 @@
-"""The interface every SAR-ready model shares, on top of timm's (`forward`, `forward_features`,
-`forward_head`, `reset_classifier`)."""
+"""The interface every SAR-ready model shares, on top of timm's: `forward`, `forward_features`,
+`forward_head`, `reset_classifier`, `forward_intermediates`, `prune_intermediate_layers`,
+`set_grad_checkpointing` and `timm.create_model(..., features_only=True)`."""
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
+from timm.models import checkpoint
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models._features import FeatureGetterNet, feature_take_indices
 from torch import nn
 
 from sar.models.layers import (
@@ -17,6 +22,8 @@ from sar.models.layers import (
 )
 
 SIMILARITIES = ("dot", "cosine")
+Indices = int | Sequence[int] | None
+NUM_PREFIX_TOKENS = 1  # SAR needs exactly one prefix token: the [CLS] token, first
 
 
 class SimilarityModel(nn.Module):
@@ -32,7 +39,8 @@ class SimilarityModel(nn.Module):
     tokens of that input), `_grids(size) -> (feature grid, similarity grid)` (the same grids worked out
     from an input size) and `forward_head`, and provide `build_size` (H, W), `size_multiple` (the (H, W)
     multiple that other input sizes must be, or None where only the build size works), `feature_grid` and
-    `similarity_grid` (the final token grid (h, w) and the grid of S at the build size).
+    `similarity_grid` (the final token grid (h, w) and the grid of S at the build size), `feature_info`
+    (timm's list of per-intermediate dicts) and `default_out_indices` (what `features_only` takes).
     """
 
     feature_grid: Grid
@@ -41,6 +49,9 @@ class SimilarityModel(nn.Module):
     size_multiple: Grid | None
     num_classes: int
     pretrained_cfg: dict
+    feature_info: list[dict]
+    default_out_indices: int | tuple[int, ...]
+    grad_checkpointing = False
 
     def _grids(self, size: Grid) -> tuple[Grid, Grid]:
         raise NotImplementedError
@@ -150,22 +161,147 @@ class SimilarityModel(nn.Module):
         """The grid of S (kh, kw) of an input of spatial size (H, W)."""
         return self.input_grids(size)[1]
 
+    def checkpointed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`; with grad checkpointing on, its activations are recomputed in the backward pass
+        instead of kept. timm's `checkpoint` is non-reentrant: a grid passes as a plain argument, and a
+        tuple output such as (tokens, S) comes back with S still carrying its gradient."""
+        return checkpoint(fn, *args) if self.grad_checkpointing else fn(*args)
 
-def run_last_block(
-    block: SARBlock, x: torch.Tensor, grid: Grid, with_similarity: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if with_similarity:
-        return block.forward_with_similarity(x, grid)
-    return block(x, grid), None
+    def run_last_block(
+        self, block: SARBlock, x: torch.Tensor, grid: Grid, with_similarity: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A `SARBlock` on tokens whose patch grid is `grid`, and its S when asked for (else None)."""
+        if with_similarity:
+            return self.checkpointed(block.forward_with_similarity, x, grid)
+        return self.checkpointed(block, x, grid), None
+
+    def take_indices(self, count: int, indices: Indices, what: str) -> tuple[list[int], int]:
+        """timm's `feature_take_indices` (None: all, n: the last n, a sequence: those, negative ones from the
+        end): the absolute indices and the largest, or a ValueError naming the model and the bad value."""
+        if isinstance(indices, int):
+            bad = not 0 < indices <= count
+        else:
+            bad = indices is not None and (not indices or any(not -count <= i < count for i in indices))
+        if bad:
+            raise ValueError(
+                f"{self.model_name} has {count} {what}: indices {indices!r} do not fit (an int n takes the "
+                f"last n, 1 to {count}; a list takes indices from {-count} to {count - 1})"
+            )
+        return feature_take_indices(count, indices)
+
+    def check_output_fmt(self, output_fmt: str, allowed: tuple[str, ...]) -> None:
+        if output_fmt not in allowed:
+            raise ValueError(f"{self.model_name}: output_fmt must be one of {allowed}, got {output_fmt!r}")
+
+
+class TokenModel(SimilarityModel):
+    """A plain model (ViT, T2T-ViT): an embedding, then blocks on one token grid, the last a `SARBlock`,
+    then the final norm. Subclasses implement `_embed(x) -> (tokens, grid)`: [CLS] and the patch tokens
+    with their position embedding, as the first block takes them, and the grid of the patches."""
+
+    blocks: nn.Module
+    norm: nn.Module
+    default_out_indices = 3  # as timm's ViT: features_only takes the last three blocks
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
+        raise NotImplementedError
+
+    def _tokens(self, x, with_similarity):
+        x, grid = self._embed(x)
+        x, S, _ = self.run_blocks(x, grid, with_similarity)
+        if with_similarity and S is None:
+            raise ValueError(f"{self.model_name}: no S, prune_intermediate_layers removed the last block")
+        return self.norm(x), S
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        grid: Grid,
+        with_similarity: bool = False,
+        take: Sequence[int] = (),
+        norm: bool = False,
+        stop: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """The tokens after the blocks (up to block `stop`), S, and the outputs of the blocks in `take`
+        (through the final norm if `norm`). The `SARBlock` takes the grid; the others are timm's."""
+        S, kept = None, []
+        blocks = self.blocks if stop is None else self.blocks[: stop + 1]
+        for i, block in enumerate(blocks):
+            if isinstance(block, SARBlock):
+                x, S = self.run_last_block(block, x, grid, with_similarity)
+            else:
+                x = self.checkpointed(block, x)
+            if i in take:
+                kept.append(self.norm(x) if norm else x)
+        return x, S, kept
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Indices = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Any] | tuple[torch.Tensor, list[Any]]:
+        """timm's ViT contract: the outputs of the blocks `indices` (see `take_indices`) as patch maps
+        `[B, C, h, w]` ("NCHW") or patch tokens `[B, h*w, C]` ("NLC"), each paired with its [CLS] token
+        `[B, 1, C]` if `return_prefix_tokens`, through the final norm if `norm`; and, unless
+        `intermediates_only`, first the final tokens (those of `forward_features` when all blocks run)."""
+        self.check_output_fmt(output_fmt, ("NCHW", "NLC"))
+        take, last = self.take_indices(len(self.blocks), indices, "blocks")
+        x, grid = self._embed(x)
+        x, _, kept = self.run_blocks(x, grid, take=take, norm=norm, stop=last if stop_early else None)
+        if output_fmt == "NCHW":
+            patches = [self.patch_grid(y, grid) for y in kept]
+        else:
+            patches = [y[:, NUM_PREFIX_TOKENS:] for y in kept]
+        if return_prefix_tokens:
+            patches = list(zip(patches, [y[:, :NUM_PREFIX_TOKENS] for y in kept], strict=True))
+        return patches if intermediates_only else (self.norm(x), patches)
+
+    def get_intermediate_layers(
+        self,
+        x: torch.Tensor,
+        n: Indices = 1,
+        reshape: bool = False,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+    ) -> list[Any]:
+        """DINO's interface, as timm's ViT has it: the last `n` blocks (or the blocks `n`). DINO's linear
+        probe takes the [CLS] tokens of the last four through the final norm: `n=4,
+        return_prefix_tokens=True, norm=True`, then `prefix[:, 0]` of each (patches, prefix) pair."""
+        return self.forward_intermediates(
+            x,
+            n,
+            return_prefix_tokens=return_prefix_tokens,
+            norm=norm,
+            output_fmt="NCHW" if reshape else "NLC",
+            intermediates_only=True,
+        )
+
+    def prune_intermediate_layers(
+        self, indices: Indices = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the blocks after the last of `indices` (and the final norm, the classifier) for a feature
+        extractor; returns the absolute indices. Without the last block, S is no longer available."""
+        take, last = self.take_indices(len(self.blocks), indices, "blocks")
+        self.blocks = self.blocks[: last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
 
 class ClsHeadModel(SimilarityModel):
-    """What the models written here (T2T, PVT, CvT) share: a [CLS] token joined to the last stage, a
-    linear classifier on it, the official codes' initialisation and a square build size `img_size`."""
+    """What the models written here (T2T, PVT, CvT) share: a [CLS] token, a linear classifier on it, the
+    official codes' initialisation, a square build size `img_size` and grad checkpointing of every block."""
 
     img_size: int
     embed_dim: int
-    cls_token: nn.Parameter
+    cls_token: nn.Parameter | None
 
     def _init_head_and_weights(self, embed_dim: int, num_classes: int) -> None:
         self.embed_dim = self.num_features = embed_dim
@@ -174,49 +310,28 @@ class ClsHeadModel(SimilarityModel):
         trunc_normal_(self.cls_token, std=0.02)
 
     @classmethod
-    def create(cls, name: str, pretrained: bool, kwargs: dict, **cfg: Any) -> "ClsHeadModel":
-        """The body of a timm entry point: build, then attach a timm-style pretrained_cfg."""
-        model = cls(**model_kwargs(name, pretrained, kwargs))
+    def create(cls, name: str, pretrained: bool, kwargs: dict, **cfg: Any) -> nn.Module:
+        """The body of a timm entry point: build, attach a timm-style pretrained_cfg, and wrap for
+        `features_only` (see `with_features`)."""
+        kwargs, features = split_features(model_kwargs(name, pretrained, kwargs))
+        model = cls(**kwargs)
         model.pretrained_cfg = model.default_cfg = pretrained_cfg(
             (3, model.img_size, model.img_size), model.num_classes, architecture=name, **cfg
         )
-        return model
+        return with_features(model, features)
 
     @property
     def build_size(self) -> Grid:
         return (self.img_size, self.img_size)
 
-    def stage_position(self, stage: int, grid: Grid) -> torch.Tensor | None:
-        """The position embedding added to stage `stage` whose token grid is `grid` (None: none)."""
-        return None
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every block's activations (the SAR last block and its S included) in the backward
+        pass instead of keeping them. A BatchNorm in a block (CvT's projections) updates its running
+        statistics again when recomputed in training, as under any checkpointing."""
+        self.grad_checkpointing = enable
 
     def prepend_cls(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-
-    def run_stages(
-        self,
-        x: torch.Tensor,
-        embeds: nn.ModuleList,
-        stages: nn.ModuleList,
-        with_similarity: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A pyramid (PVT, CvT): per stage embed, blocks, feature map; [CLS] joins the last stage. Each
-        stage's grid is the one its embedding produced from this input; S is on the last block's keys."""
-        self.check_input(x)
-        S = None
-        for i, (embed, blocks) in enumerate(zip(embeds, stages, strict=True)):
-            x, grid = embed(x)
-            last_stage = i == len(stages) - 1
-            if last_stage:
-                x = self.prepend_cls(x)
-            pos = self.stage_position(i, grid)
-            x = self.pos_drop(x if pos is None else x + pos)
-            for block in blocks[:-1]:
-                x = block(x, grid)
-            x, S = run_last_block(blocks[-1], x, grid, with_similarity and last_stage)
-            if not last_stage:
-                x = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        return self.norm(x), S
 
     def no_weight_decay(self) -> set[str]:
         return {"cls_token"}
@@ -231,3 +346,138 @@ class ClsHeadModel(SimilarityModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         cls = x[:, 0]
         return cls if pre_logits else self.head(cls)
+
+
+class PyramidModel(ClsHeadModel):
+    """A pyramid (PVT, CvT): stages of embedding and blocks at falling resolution; [CLS] joins stage
+    `cls_stage` (the last), whose tokens end in the final norm. Subclasses implement `stage_embeds()` (the
+    per-stage embeddings, each `x -> (tokens, grid)`) and `keep_stages(n)` (drop all but the first n
+    stages with everything per stage), and may add a position embedding per stage (`stage_position`)."""
+
+    stages: nn.ModuleList
+    cls_stage: int
+    pos_drop: nn.Module
+    norm: nn.Module
+
+    def stage_embeds(self) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def keep_stages(self, n: int) -> None:
+        raise NotImplementedError
+
+    def stage_position(self, stage: int, grid: Grid) -> torch.Tensor | None:
+        """The position embedding added to stage `stage` whose token grid is `grid` (None: none)."""
+        return None
+
+    @property
+    def default_out_indices(self) -> tuple[int, ...]:
+        return tuple(range(len(self.feature_info)))
+
+    def _tokens(self, x, with_similarity):
+        if len(self.stages) <= self.cls_stage:
+            raise ValueError(
+                f"{self.model_name}: prune_intermediate_layers kept only {len(self.stages)} stages, without "
+                "the [CLS] stage: only forward_intermediates works"
+            )
+        x, S, _ = self.run_stages(x, with_similarity)
+        return x, S
+
+    def run_stages(
+        self,
+        x: torch.Tensor,
+        with_similarity: bool = False,
+        take: Sequence[int] = (),
+        norm: bool = False,
+        stop: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """The stages up to `stop`: the last one's output (the final tokens after the final norm once the
+        [CLS] stage ran, else its map), S, and the maps `[B, C, h, w]` of the stages in `take`. Each
+        stage's grid is the one its embedding produced from this input; the [CLS] stage's map leaves
+        [CLS] out and is the one before the final norm unless `norm`."""
+        self.check_input(x)
+        S, maps = None, []
+        for i, (embed, blocks) in enumerate(zip(self.stage_embeds(), self.stages, strict=True)):
+            if stop is not None and i > stop:
+                break
+            tokens, grid, S = self._run_stage(i, embed, blocks, x, with_similarity)
+            if i == self.cls_stage:
+                x = self.norm(tokens)
+                fmap = self.patch_grid(x if norm else tokens, grid)
+            else:
+                x = fmap = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+            if i in take:
+                maps.append(fmap)
+        return x, S, maps
+
+    def _run_stage(
+        self, i: int, embed: nn.Module, blocks: nn.ModuleList, x: torch.Tensor, with_similarity: bool
+    ) -> tuple[torch.Tensor, Grid, torch.Tensor | None]:
+        """Stage i's tokens `[B, (1 +) h*w, C]`, their grid, and S (from the [CLS] stage only)."""
+        x, grid = embed(x)
+        has_cls = i == self.cls_stage
+        if has_cls:
+            x = self.prepend_cls(x)
+        pos = self.stage_position(i, grid)
+        x = self.pos_drop(x if pos is None else x + pos)
+        for block in blocks[:-1]:
+            x = self.checkpointed(block, x, grid)
+        x, S = self.run_last_block(blocks[-1], x, grid, with_similarity and has_cls)
+        return x, grid, S
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Indices = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's pyramid contract (as pvt_v2's): the feature maps `[B, C, h, w]` of the stages `indices`
+        (see `take_indices`), the [CLS] stage's without [CLS] and through the final norm if `norm`; and,
+        unless `intermediates_only`, first the final tokens (those of `forward_features` when all stages
+        run)."""
+        self.check_output_fmt(output_fmt, ("NCHW",))
+        take, last = self.take_indices(len(self.stages), indices, "stages")
+        x, _, maps = self.run_stages(x, take=take, norm=norm, stop=last if stop_early else None)
+        return maps if intermediates_only else (x, maps)
+
+    def prune_intermediate_layers(
+        self, indices: Indices = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last of `indices` (and the final norm, the classifier) for a feature
+        extractor; returns the absolute indices. Dropping the [CLS] stage drops [CLS], the final norm and
+        the classifier too: nothing could use them (and DDP refuses unused parameters)."""
+        take, last = self.take_indices(len(self.stages), indices, "stages")
+        self.keep_stages(last + 1)
+        cls_dropped = last < self.cls_stage
+        if prune_norm or cls_dropped:
+            self.norm = nn.Identity()
+        if cls_dropped:
+            self.cls_token = None
+        if prune_head or cls_dropped:
+            self.reset_classifier(0)
+        return take
+
+
+def split_features(kwargs: dict) -> tuple[dict, dict | None]:
+    """timm passes `features_only` (and `out_indices`) to the entry point: the model's own arguments, and
+    the feature request (None: a classifier)."""
+    kwargs = dict(kwargs)
+    if not kwargs.pop("features_only", False):
+        return kwargs, None
+    return kwargs, ({"out_indices": kwargs.pop("out_indices")} if "out_indices" in kwargs else {})
+
+
+def with_features(model: SimilarityModel, features: dict | None) -> nn.Module:
+    """The model, or for a feature request timm's `FeatureGetterNet` over its `forward_intermediates`, as
+    timm's own ViTs are wrapped (`feature_cls='getter'`): a list of NCHW maps, `feature_info` from the
+    model. The wrapper prunes what the maps do not need, so its `.model` lacks the classifier (`head.*`)
+    and the final norm (`norm.*`: the maps are taken before it), plus everything after the last of
+    `out_indices` (for a pyramid stopping before the [CLS] stage: that stage, `cls_token` and its
+    position embedding); all other keys of the classifier's checkpoint load strictly into `.model`."""
+    if features is None:
+        return model
+    net = FeatureGetterNet(model, out_indices=features.get("out_indices", model.default_out_indices))
+    net.pretrained_cfg = net.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    return net

@@ -24,7 +24,7 @@ from timm.layers import QuickGELU
 from timm.models import register_model
 from torch import nn
 
-from sar.models.base import ClsHeadModel
+from sar.models.base import PyramidModel
 from sar.models.layers import (
     FusedAttentionOutput,
     Grid,
@@ -111,7 +111,10 @@ class ConvAttention(FusedAttentionOutput):
         return self._out(q, k, v), cls_row_similarity(q, k, self.scale, kv_grid, self.similarity)
 
 
-class ConvolutionalVisionTransformer(ClsHeadModel):
+class ConvolutionalVisionTransformer(PyramidModel):
+    """CvT: three stages of convolutional token embedding and convolutional-projection blocks; [CLS]
+    joins the last. Its feature maps (`forward_intermediates`, `features_only`) have strides 4/8/16."""
+
     def __init__(
         self,
         img_size: int = 224,
@@ -146,7 +149,12 @@ class ConvolutionalVisionTransformer(ClsHeadModel):
         size, chans = img_size, in_chans
         n_stages = len(depths)
         self.embed_convs = tuple(zip(patch_sizes, patch_strides, patch_paddings, strict=True))
+        self.cls_stage = n_stages - 1
         strides = [math.prod(patch_strides[: i + 1]) for i in range(n_stages)]
+        self.feature_info = [
+            {"module": f"stages.{i}", "num_chs": dim, "reduction": stride}
+            for i, (dim, stride) in enumerate(zip(embed_dims, strides, strict=True))
+        ]
         self.stride = math.lcm(*(stride * KV_STRIDE for stride in strides))
         for i in range(n_stages):
             dim, last_stage = embed_dims[i], i == n_stages - 1
@@ -192,11 +200,14 @@ class ConvolutionalVisionTransformer(ClsHeadModel):
             h, w = _conv_out(h, kernel, stride, padding), _conv_out(w, kernel, stride, padding)
         return (h, w), (_conv_out(h, 3, KV_STRIDE, 1), _conv_out(w, 3, KV_STRIDE, 1))
 
-    def _tokens(self, x, with_similarity):
-        return self.run_stages(x, self.embeds, self.stages, with_similarity)
+    def stage_embeds(self) -> nn.ModuleList:
+        return self.embeds
+
+    def keep_stages(self, n: int) -> None:
+        self.embeds, self.stages = self.embeds[:n], self.stages[:n]
 
 
 @register_model
-def sar_cvt_13(pretrained: bool = False, **kwargs: Any) -> ConvolutionalVisionTransformer:
+def sar_cvt_13(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """CvT-13 with a SAR-ready last block. S is 7x7 at 224 (see the module docstring)."""
     return ConvolutionalVisionTransformer.create("sar_cvt_13", pretrained, kwargs)

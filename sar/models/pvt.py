@@ -21,7 +21,7 @@ from timm.layers import resample_abs_pos_embed, trunc_normal_
 from timm.models import register_model
 from torch import nn
 
-from sar.models.base import ClsHeadModel
+from sar.models.base import PyramidModel
 from sar.models.layers import (
     FusedAttentionOutput,
     Grid,
@@ -94,7 +94,12 @@ class SRAttention(FusedAttentionOutput):
         return self._out(q, k, v), cls_row_similarity(q, k, self.scale, grid, self.similarity)
 
 
-class PyramidVisionTransformer(ClsHeadModel):
+class PyramidVisionTransformer(PyramidModel):
+    """PVT v1: four stages of patch embedding, position embedding and spatial-reduction blocks; [CLS]
+    joins the last. Its feature maps (`forward_intermediates`, `features_only`) have the strides of the
+    official segmentation backbone, 4/8/16/32; the last stage still runs with [CLS] (the SAR block intact)
+    and its map leaves [CLS] out, as that backbone's does."""
+
     def __init__(
         self,
         img_size: int = 224,
@@ -149,7 +154,12 @@ class PyramidVisionTransformer(ClsHeadModel):
             self.stages.append(blocks)
             chans = dim
         self.feature_grid = self.similarity_grid = (size, size)
+        self.cls_stage = len(depths) - 1
         strides = [math.prod(patch_sizes[: i + 1]) for i in range(len(patch_sizes))]
+        self.feature_info = [
+            {"module": f"stages.{i}", "num_chs": dim, "reduction": stride}
+            for i, (dim, stride) in enumerate(zip(embed_dims, strides, strict=True))
+        ]
         self.stride = math.lcm(*(stride * sr for stride, sr in zip(strides, sr_ratios, strict=True)))
         self.patch_sizes = tuple(patch_sizes)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, chans))
@@ -179,16 +189,23 @@ class PyramidVisionTransformer(ClsHeadModel):
             self.pos_embeds[stage],
             new_size=grid,
             old_size=self.stage_grids[stage],
-            num_prefix_tokens=int(stage == len(self.stages) - 1),
+            num_prefix_tokens=int(stage == self.cls_stage),
             interpolation="bilinear",
             antialias=False,
         )
 
-    def _tokens(self, x, with_similarity):
-        return self.run_stages(x, self.patch_embeds, self.stages, with_similarity)
+    def stage_embeds(self) -> nn.ModuleList:
+        return self.patch_embeds
+
+    def keep_stages(self, n: int) -> None:
+        self.patch_embeds, self.pos_embeds, self.stages = (
+            self.patch_embeds[:n],
+            self.pos_embeds[:n],
+            self.stages[:n],
+        )
 
 
 @register_model
-def sar_pvt_small(pretrained: bool = False, **kwargs: Any) -> PyramidVisionTransformer:
+def sar_pvt_small(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """PVT-Small (v1) with a SAR-ready last block."""
     return PyramidVisionTransformer.create("sar_pvt_small", pretrained, kwargs)

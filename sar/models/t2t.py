@@ -20,7 +20,7 @@ from timm.models import register_model
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from sar.models.base import ClsHeadModel, run_last_block
+from sar.models.base import ClsHeadModel, TokenModel
 from sar.models.layers import (
     ClsAttention,
     Grid,
@@ -119,7 +119,9 @@ class T2TModule(nn.Module):
         return self.project(self.splits[2](x).transpose(1, 2)), grid
 
 
-class T2TViT(ClsHeadModel):
+class T2TViT(TokenModel, ClsHeadModel):
+    """T2T-ViT: the T2T module, then timm's ViT blocks (the last a `SARBlock`) on one token grid."""
+
     def __init__(
         self,
         img_size: int = 224,
@@ -171,6 +173,10 @@ class T2TViT(ClsHeadModel):
             )
         )
         self.norm = LayerNorm(embed_dim)
+        self.feature_info = [
+            {"module": f"blocks.{i}", "num_chs": embed_dim, "reduction": self.tokens_to_token.stride}
+            for i in range(depth)
+        ]
         self._init_head_and_weights(embed_dim, num_classes)
 
     @property
@@ -196,17 +202,13 @@ class T2TViT(ClsHeadModel):
             antialias=False,
         )
 
-    def _tokens(self, x, with_similarity):
+    def _embed(self, x):
         self.check_input(x)
         x, grid = self.tokens_to_token(x)
-        x = self.pos_drop(self.prepend_cls(x) + self.position_embedding(grid))
-        for block in self.blocks[:-1]:
-            x = block(x)
-        x, S = run_last_block(self.blocks[-1], x, grid, with_similarity)
-        return self.norm(x), S
+        return self.pos_drop(self.prepend_cls(x) + self.position_embedding(grid)), grid
 
 
 @register_model
-def sar_t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> T2TViT:
+def sar_t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """T2T-ViT-14 (T2T-ViT_t-14: transformer tokens-to-token) with a SAR-ready last block."""
     return T2TViT.create("sar_t2t_vit_14", pretrained, kwargs, crop_pct=0.9)

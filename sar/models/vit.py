@@ -10,12 +10,13 @@ from typing import Any
 from timm.layers import to_2tuple
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
-from sar.models.base import SimilarityModel, run_last_block
+from sar.models.base import TokenModel, split_features, with_features
 from sar.models.layers import ClsAttention, Grid, LastBlock, SARBlock, model_kwargs, pretrained_cfg
 
 
-class SARVisionTransformer(SimilarityModel, VisionTransformer):
+class SARVisionTransformer(TokenModel, VisionTransformer):
     """timm's VisionTransformer whose last block is a `SARBlock`.
 
     The last block takes over timm's own modules (norms, qkv, proj, MLP), so a model built with
@@ -24,6 +25,9 @@ class SARVisionTransformer(SimilarityModel, VisionTransformer):
     `dynamic_img_size` (timm's option) defaults to True when `img_size` is a multiple of `patch_size` (or
     with `dynamic_img_pad`): inputs of other sizes then get the position embedding resampled to their own
     patch grid. At the build size this is the identity, so outputs there are those of a fixed-size model.
+
+    `forward_intermediates`, `get_intermediate_layers` and `prune_intermediate_layers` are `TokenModel`'s
+    (timm's semantics; the SAR block takes the token grid); `set_grad_checkpointing` is timm's.
     """
 
     def __init__(self, last_block: LastBlock = "sar", **kwargs: Any) -> None:
@@ -79,39 +83,36 @@ class SARVisionTransformer(SimilarityModel, VisionTransformer):
         )
         return grid, grid
 
-    def _tokens(self, x, with_similarity):
+    def _embed(self, x):
         self.check_input(x)
         x = self.patch_embed(x)  # [B, h, w, C] with dynamic_img_size, else [B, h*w, C] on the build grid
         grid = (x.shape[1], x.shape[2]) if self.dynamic_img_size else self.feature_grid
-        x = self.norm_pre(self.patch_drop(self._pos_embed(x)))
-        for block in self.blocks[:-1]:
-            x = block(x)
-        x, S = run_last_block(self.blocks[-1], x, grid, with_similarity)
-        return self.norm(x), S
+        return self.norm_pre(self.patch_drop(self._pos_embed(x))), grid
 
     def forward_head(self, x, pre_logits: bool = False):
         return VisionTransformer.forward_head(self, x, pre_logits=pre_logits)
 
 
-def _create(name: str, pretrained: bool, defaults: dict, kwargs: dict) -> SARVisionTransformer:
-    model = SARVisionTransformer(**{**defaults, **model_kwargs(name, pretrained, kwargs)})
+def _create(name: str, pretrained: bool, defaults: dict, kwargs: dict) -> nn.Module:
+    kwargs, features = split_features(model_kwargs(name, pretrained, kwargs))
+    model = SARVisionTransformer(**{**defaults, **kwargs})
     model.pretrained_cfg = model.default_cfg = pretrained_cfg(
         (model.patch_embed.proj.in_channels, *model.patch_embed.img_size),
         model.num_classes,
         architecture=name,
     )
-    return model
+    return with_features(model, features)
 
 
 @register_model
-def sar_vit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> SARVisionTransformer:
+def sar_vit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """ViT-T/16 (DeiT-Ti: dim 192, depth 12, 3 heads) with a SAR-ready last block (default `"sar"`)."""
     defaults = {"patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3}
     return _create("sar_vit_tiny_patch16_224", pretrained, defaults, kwargs)
 
 
 @register_model
-def sar_vit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> SARVisionTransformer:
+def sar_vit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """ViT-S/16 (DeiT-S: dim 384, depth 12, 6 heads) with a SAR-ready last block (default `"sar"`)."""
     defaults = {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6}
     return _create("sar_vit_small_patch16_224", pretrained, defaults, kwargs)
