@@ -484,6 +484,8 @@ def load_recipe(
     loaded: dict[tuple, list[ResolvedRun]] = {}
     parsed = parse(list(overrides or []), multirun)
     recipe, protocols = compose_recipe(path, parsed.recipe, parsed.protocols)
+    if recipe.seeds is None:
+        recipe.seeds = list(recipe.local.seeds) if recipe.scale == "local" else [0]
     _check_recipe(recipe, path)
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     runs: dict[str, ResolvedRun] = {}

@@ -82,6 +82,7 @@ def test_registry_entries() -> None:
         "domainnet_clipart",
         "domainnet_painting",
         "domainnet_sketch",
+        "ade20k",
     }
     assert [dataset_spec(n).num_classes for n in ("imagenet1k", "imagenet100", "synthetic")] == [
         1000,
@@ -242,6 +243,20 @@ def test_synthetic_labels_images_and_masks() -> None:
             mask = dataset.mask(i)
             assert mask.dtype == bool and mask.shape == (32, 32)
             assert 0 < mask.sum() < 0.6 * mask.size
+
+
+def test_synthetic_object_sizes_follow_the_config() -> None:
+    """Larger `min_object`/`max_object` give larger objects; out-of-range fractions are refused by name."""
+    sizes = {}
+    for bounds in ((0.15, 0.45), (0.3, 0.6)):
+        config = SyntheticConfig(
+            num_classes=4, image_size=64, train_per_class=10, min_object=bounds[0], max_object=bounds[1]
+        )
+        dataset = SyntheticShapes(config, "train")
+        sizes[bounds] = np.mean([dataset.mask(i).mean() for i in range(len(dataset))])
+    assert sizes[0.3, 0.6] > 1.5 * sizes[0.15, 0.45]
+    with pytest.raises(ValueError, match="min_object and max_object"):
+        SyntheticConfig(min_object=0.5, max_object=0.4)
 
 
 def test_synthetic_with_transform_and_through_the_registry() -> None:

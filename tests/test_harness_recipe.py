@@ -226,6 +226,22 @@ def test_local_scale_maps_to_synthetic_small_models_and_fewer_epochs():
         assert c.protocol.lr_batch_ref is None and c.protocol.batch_size == 64  # the base lr at batch 64
 
 
+@pytest.mark.parametrize(
+    ("overrides", "seeds"),
+    [
+        ([], [0]),  # paper scale: one seed unless asked
+        (["scale=local"], [0, 1, 2]),  # local scale: local.seeds, three, so that seeds can separate rows
+        (["scale=local", "local.seeds=[4,5]"], [4, 5]),
+        (["scale=local", "seeds=[7]"], [7]),  # an explicit seeds list wins at either scale
+        (["seeds=[1,2]"], [1, 2]),
+    ],
+)
+def test_each_scale_has_its_default_seeds(overrides, seeds):
+    recipe, runs = load_recipe(RECIPES_DIR / "table2.yaml", overrides)
+    assert list(recipe.seeds) == seeds
+    assert sorted({r.seed for r in runs}) == seeds
+
+
 def test_overrides_apply_before_local_scaling():
     """`model=sar_pvt_small` at local scale gives every row PVT's small member, not its own family's."""
     _, runs = load_recipe(RECIPES_DIR / "table2.yaml", ["scale=local", "model=sar_pvt_small", "epochs=100"])
@@ -368,7 +384,7 @@ def test_the_run_store_does_not_depend_on_the_working_folder(tmp_path, monkeypat
     for cwd in (REPO, tmp_path):
         monkeypatch.chdir(cwd)
         folders |= {r.folder for r in load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local"])[1]}
-    assert len(folders) == 12 and all(
+    assert len(folders) == 12 * 3 and all(  # 12 distinct runs x the three local seeds
         f.is_absolute() and f.parent == REPO / "runs" / "table1" for f in folders
     )
     monkeypatch.setenv("SAR_RUNS", str(tmp_path / "store"))

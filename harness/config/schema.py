@@ -94,6 +94,8 @@ class Synthetic:
     train_per_class: int = computed(100)
     val_per_class: int = computed(20)
     seed: int = computed(0)
+    min_object: float = computed(0.15)
+    max_object: float = computed(0.45)
 
 
 @dataclass
@@ -263,6 +265,8 @@ class Local:
 
     epochs_factor: float = 0.08  # Tab. 1 at local scale fits 20 minutes on 2 cores
     min_epochs: int = 2
+    # three seeds, so that the report can tell a gain from the spread of the seeds (Welch's t-test)
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     batch_size: int = 64
     repeated_aug: bool = False
     synthetic: Synthetic = dataclasses.field(default_factory=Synthetic)
@@ -291,7 +295,7 @@ class Recipe:
     dataset: str | None = None
     data: Data = dataclasses.field(default_factory=lambda: Data(dataset=""))
     epochs: int | None = None
-    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    seeds: list[int] | None = None  # None: the scale's default, [0] at paper scale, local.seeds at local
     rows: list[Row] = MISSING
     lambda_sweep: str | None = None  # a group whose rows differ by lambda only: plotted against lambda
     local: Local = dataclasses.field(default_factory=Local)

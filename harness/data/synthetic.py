@@ -11,10 +11,11 @@ fill that grid row by row. Every appearance is therefore shared by several shape
 several appearances: neither colours nor the outline alone names the class, only both together. Up to
 12 * 180 = 2160 classes are possible.
 
-An image holds 1-3 objects of its class (random position, rotation, diameter 15-45 % of the side) on a
-low-contrast background made of smooth colour noise, faint lines and small irregular blobs painted with
-the same palette and patterns as the objects, chosen independently of the label: the background carries
-no class information. Objects have hard edges, so `mask` is exactly the set of painted object pixels.
+An image holds 1-3 objects of its class (random position, rotation, diameter `min_object`-`max_object` of
+the side: 15-45 % by default) on a low-contrast background made of smooth colour noise, faint lines and
+small irregular blobs painted with the same palette and patterns as the objects, chosen independently of
+the label: the background carries no class information. Objects have hard edges, so `mask` is exactly the
+set of painted object pixels.
 
 Everything is a pure function of (seed, split, index): images are rendered on demand, nothing is cached
 or written, and a different seed yields a different class-to-appearance mapping (a different "dataset").
@@ -30,6 +31,7 @@ import torch.utils.data
 from PIL import Image, ImageDraw
 
 _SPLITS = {"train": 0, "val": 1}
+_CROWDING = (1.0, 0.38 / 0.45, 0.32 / 0.45)  # the largest diameter of 1, 2, 3 objects, relative
 # first SeedSequence word, so that the class-map stream never coincides with an image stream
 _CLASS_MAP_TAG = 0x5EED_C1A5
 _IMAGE_TAG = 0x5EED_1A6E
@@ -132,6 +134,9 @@ class SyntheticConfig:
     train_per_class: int = 100
     val_per_class: int = 20
     seed: int = 0
+    # the diameter of a lone object, as a fraction of the side; two and three objects are drawn smaller
+    min_object: float = 0.15
+    max_object: float = 0.45
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= MAX_CLASSES:
@@ -146,6 +151,11 @@ class SyntheticConfig:
             )
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0 (it seeds numpy's SeedSequence), got {self.seed}")
+        if not 0.1 <= self.min_object <= self.max_object <= 0.9:
+            raise ValueError(
+                "min_object and max_object must satisfy 0.1 <= min_object <= max_object <= 0.9 (fractions "
+                f"of the side), got {self.min_object} and {self.max_object}"
+            )
 
 
 def check_split(split: str) -> None:
@@ -223,10 +233,11 @@ class SyntheticShapes(torch.utils.data.Dataset):
         mask = np.zeros((size, size), dtype=bool)
         shape, appearance = self._table[self.targets[index]]
         n_objects = int(rng.integers(1, 4))
-        max_scale = (0.45, 0.38, 0.32)[n_objects - 1]  # more objects, smaller, so they stay recognisable
+        # more objects, smaller (by 0.84 and 0.71 for two and three), so that they stay recognisable
+        max_scale = max(self.config.min_object, self.config.max_object * _CROWDING[n_objects - 1])
         placed: list[tuple[float, float, float]] = []
         for _ in range(n_objects):
-            radius = size * rng.uniform(0.15, max_scale) / 2
+            radius = size * rng.uniform(self.config.min_object, max_scale) / 2
             for _attempt in range(10):  # keep overlaps moderate, so every object shows its outline
                 cx, cy = rng.uniform(radius, size - radius, size=2)
                 if all(math.hypot(cx - x, cy - y) > 0.8 * (radius + r) for x, y, r in placed):
