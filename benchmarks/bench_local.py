@@ -4,8 +4,8 @@ Trains the local Tab. 1 baseline row (1b/A, ViT-S/16's local member on the synth
 ImageNet-100) once per seed, in this process, in a temporary run store, and prints its mean top-1 against
 the target (60 %) and its time per run. The time of the whole local Tab. 1 with three seeds (target: 30
 min) is then the epochs of its distinct runs over its default local seeds (`local.seeds`, three) x the
-measured time per epoch, printed as an estimate: the rows differ in their last block, loss and epochs, and a step costs the same within a few
-percent whatever the block and loss (`benchmarks models`)."""
+measured time per epoch, printed as an estimate: the rows differ in their last block, loss and epochs, and
+a step costs the same within a few percent whatever the block and loss (`benchmarks models`)."""
 
 import statistics
 import tempfile
