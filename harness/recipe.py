@@ -27,6 +27,7 @@ from harness.config.schema import Loss, Run, identity_of
 from harness.data import DATASETS, EVALUATION_ONLY
 from harness.data.synthetic import MAX_CLASSES
 from harness.eval import EVALUATIONS, METRICS
+from harness.ssl import PRETRAINING_ENGINES
 from sar.models import LAST_BLOCKS, LOCAL_KWARGS, MODEL_NAMES
 from sar.models.base import SIMILARITIES
 
@@ -44,8 +45,21 @@ TRANSFER_TARGETS = (
 )
 AMP_MODES = ("bf16", "fp16", "off")
 REPORTED = ("final", "best", "best_ema")
-ENGINES = ("supervised", "finetune", "evaluate")
-TRAINING_ENGINES = ("supervised", "finetune")
+ENGINES = ("supervised", "finetune", "evaluate", "mocov3", "dino", "linear_probe", "segmentation")
+TRAINING_ENGINES = ("supervised", "finetune", *PRETRAINING_ENGINES)
+FROM_SCRATCH = ("supervised", *PRETRAINING_ENGINES)
+PROTOCOL_SECTIONS = {  # what each engine reads
+    "mocov3": "mocov3",
+    "dino": "dino",
+    "linear_probe": "probe",
+    "segmentation": "segmentation",
+}
+NO_EPOCHS = ("evaluate", "segmentation")  # an evaluation, and training counted in iterations
+ITERATION_COUNTS = ("iterations", "eval_every", "checkpoint_every")  # what local scale shrinks
+FPN_WIDTHS = ("neck_channels", "head_channels")
+SEGMENTATION_DATASETS = ("ade20k",)
+PROBE_FEATURES = ("last4", "final")
+LOSS_CROPS = ("global", "all")
 CHECKPOINTS = ("final", "best")
 LOSS_VARIANTS = ("entropy", "tv")
 LOSS_SCHEDULES = ("constant", "warmup_cosine")
@@ -129,9 +143,10 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
         (loss["warmup_epochs"] >= 0, "loss.warmup_epochs", loss["warmup_epochs"], "at least 0"),
         (loss["drloc_weight"] >= 0, "loss.drloc_weight", loss["drloc_weight"], "a weight >= 0 (0: no DRLoc)"),
         (loss["drloc_pairs"] >= 1, "loss.drloc_pairs", loss["drloc_pairs"], "at least 1"),
+        (loss["crops"] in LOSS_CROPS, "loss.crops", loss["crops"], " | ".join(LOSS_CROPS)),
         (run["engine"] in ENGINES, "engine", run["engine"], " | ".join(ENGINES)),
         (
-            run["epochs"] >= 1 or run["engine"] == "evaluate",
+            run["epochs"] >= 1 or run["engine"] in NO_EPOCHS,
             "epochs",
             run["epochs"],
             "at least 1",
@@ -168,9 +183,45 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
             for name in run["paper"]
         ],
     ]
+    section = PROTOCOL_SECTIONS.get(run["engine"])
+    if section is not None:
+        checks.append(
+            (
+                protocol[section] is not None,
+                "protocol",
+                protocol["name"],
+                f"a protocol with a '{section}' section for engine {run['engine']} (recipes/protocol/)",
+            )
+        )
+    if run["engine"] == "segmentation" or data["dataset"] in SEGMENTATION_DATASETS:
+        checks += _segmentation_checks(run)
+    if protocol["probe"] is not None:
+        features = protocol["probe"]["features"]
+        checks.append(
+            (features in PROBE_FEATURES, "protocol.probe.features", features, " | ".join(PROBE_FEATURES))
+        )
     for ok, key, value, expected in checks:
         if not ok:
             raise RecipeError(f"{blame(key)}: key '{key}': got {value!r}, expected {expected}")
+
+
+def _segmentation_checks(run: dict[str, Any]) -> list[tuple[bool, str, Any, str]]:
+    """A segmentation run trains on a segmentation dataset with cross-entropy only (Tab. 12 adds no
+    L_se), and its iteration counts make sense; a segmentation dataset trains nothing else."""
+    seg, dataset = run["protocol"]["segmentation"] or {}, run["data"]["dataset"]
+    if run["engine"] == "segmentation":  # the synthetic set segments its objects (label maps of its masks)
+        readable = (*SEGMENTATION_DATASETS, "synthetic")
+        dataset_check = (dataset in readable, f"a segmentation dataset: {', '.join(readable)}")
+    else:
+        dataset_check = (False, f"a classification dataset: {dataset} trains engine: segmentation only")
+    checks = [
+        (dataset_check[0], "data.dataset", dataset, dataset_check[1]),
+        (not run["loss"]["sar"], "loss.sar", run["loss"]["sar"], "false: segmentation trains with L_ce only"),
+    ]
+    for key in ("iterations", "eval_every", "checkpoint_every", "crop_size", "size_divisor"):
+        if key in seg:
+            checks.append((seg[key] >= 1, f"protocol.segmentation.{key}", seg[key], "at least 1"))
+    return checks
 
 
 def hashable(value: Any) -> Any:
@@ -226,8 +277,8 @@ def _resolve_row(
     engine = row.engine or recipe.engine
     model = row.model or recipe.model
     dataset = row.dataset or recipe.dataset or recipe.data.dataset
-    epochs = 0 if engine == "evaluate" else row.epochs or recipe.epochs
-    for key, value in (("model", model), ("dataset", dataset), ("epochs", epochs or engine == "evaluate")):
+    epochs = 0 if engine in NO_EPOCHS else row.epochs or recipe.epochs
+    for key, value in (("model", model), ("dataset", dataset), ("epochs", epochs or engine in NO_EPOCHS)):
         if not value:
             raise RecipeError(f"{source}: no {key}: set it on the row or at the top of the recipe")
     upstream = row["from"]
@@ -297,16 +348,53 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
     )
     run["eval"].update(input_size=None, roots={})  # the stand-ins are rendered at the model's size
     run["model_kwargs"] = {**LOCAL_KWARGS[run["model"]], **run["model_kwargs"]}
-    if run["engine"] != "evaluate":  # warm-ups shrink with the epochs: 20 of 8 epochs would be all warm-up
+    # warm-ups shrink with the epochs: 20 of 8 epochs would be all warm-up
+    if run["engine"] not in NO_EPOCHS:
         epochs = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
         ratio = epochs / run["epochs"]
         run["protocol"]["warmup_epochs"] = round(run["protocol"]["warmup_epochs"] * ratio)
         run["protocol"]["cooldown_epochs"] = round(run["protocol"]["cooldown_epochs"] * ratio)
         run["loss"]["warmup_epochs"] = round(run["loss"]["warmup_epochs"] * ratio)
         run["epochs"] = epochs
+    else:
+        ratio = 1.0
     # the protocol's base learning rate, not scaled down to the local batch (5e-4 x 64/512 barely moves)
     run["protocol"].update(batch_size=local.batch_size, repeated_aug=local.repeated_aug, lr_batch_ref=None)
     run["resources"].update(nodes=1, gpus_per_node=0, cpus_per_task=local.cpus, mem_gb=local.mem_gb)
+    _ssl_to_local(run["protocol"], local, ratio)
+    _segmentation_to_local(run["protocol"], local)
+
+
+def _segmentation_to_local(protocol: dict[str, Any], local: DictConfig) -> None:
+    """Iterations (and their intervals) times `local.iterations_factor`; the crop becomes the synthetic
+    image and the resize scales shrink with it, so the scale jitter keeps its meaning; the neck and head
+    narrow with the local backbone."""
+    seg = protocol["segmentation"]
+    if seg is None:
+        return
+    shrink = local.synthetic.image_size / seg["crop_size"]
+    seg.update({key: max(1, round(seg[key] * local.iterations_factor)) for key in ITERATION_COUNTS})
+    seg.update({key: max(1, round(seg[key] * local.fpn_width_factor)) for key in FPN_WIDTHS})
+    seg.update(
+        crop_size=local.synthetic.image_size,
+        img_scale=[max(1, round(side * shrink)) for side in seg["img_scale"]],
+    )
+
+
+def _ssl_to_local(protocol: dict[str, Any], local: DictConfig, ratio: float) -> None:
+    """Self-supervised pre-training sized for a CPU: small crops and heads from `local`, the teacher
+    temperature's warm-up shrunk with the epochs."""
+    if protocol["dino"] is not None:
+        dino = protocol["dino"]
+        dino.update(
+            local_crop_size=local.local_crop_size,
+            local_crops_number=local.local_crops_number,
+            out_dim=local.head_out_dim,
+            hidden_dim=local.head_hidden_dim,
+            warmup_teacher_temp_epochs=round(dino["warmup_teacher_temp_epochs"] * ratio),
+        )
+    if protocol["mocov3"] is not None:
+        protocol["mocov3"]["mlp_dim"] = local.head_hidden_dim
 
 
 def datasets_of(config: DictConfig) -> list[tuple[str, str | None, str]]:
@@ -369,12 +457,12 @@ def _check_engine(recipe: DictConfig, row: DictConfig, path: Path) -> None:
     engine, upstream, source = row.engine or recipe.engine, row["from"], f"{path}: row '{row.id}'"
     if engine not in ENGINES:
         raise RecipeError(f"{source}: key 'engine': got {engine!r}, expected {' | '.join(ENGINES)}")
-    if engine == "supervised" and upstream is not None:
+    if engine in FROM_SCRATCH and upstream is not None:
         raise RecipeError(
-            f"{source}: key 'from': a supervised row trains from scratch; set engine: finetune to start "
-            "from another run, or engine: evaluate to measure it"
+            f"{source}: key 'from': a {engine} row trains from scratch; set engine: finetune to start "
+            "from another run, engine: evaluate to measure it, or engine: linear_probe to probe it"
         )
-    if engine != "supervised" and upstream is None:
+    if engine not in FROM_SCRATCH and upstream is None:
         raise RecipeError(
             f"{source}: key 'from': an {engine} row needs the run it consumes, e.g. "
             "from: {recipe: table2, row: vit-s, checkpoint: final}"
@@ -419,20 +507,30 @@ def _link_upstream(run: dict[str, Any], upstream: ResolvedRun, source: str, blam
         raise RecipeError(
             f"{source}: key 'from': row '{up.row}' of {up.recipe_file} trains nothing ({up.engine})"
         )
+    if run["engine"] == "linear_probe" and up.engine not in PRETRAINING_ENGINES:
+        raise RecipeError(
+            f"{source}: key 'from': a linear probe reads a self-supervised backbone "
+            f"({', '.join(PRETRAINING_ENGINES)}); row '{up.row}' of {up.recipe_file} is a {up.engine} run"
+        )
+    if up.engine in PRETRAINING_ENGINES and run["upstream"]["checkpoint"] != "final":
+        raise RecipeError(
+            f"{source}: key 'from.checkpoint': a {up.engine} run validates nothing, so it has no best "
+            "epoch: expected final"
+        )
     same = ["model", "model_kwargs", "last_block"]  # D.3: fine-tuning keeps the pre-training architecture
     if run["engine"] == "evaluate":
         same.append("data.dataset")  # the classifier's classes are the ones it was trained on
     upstream_run = OmegaConf.to_container(up)
     for key in same:
         mine, theirs = _at(run, key), _at(upstream_run, key)
-        if mine != theirs:
+        if hashable(mine) != hashable(theirs):  # a tuple of the local kwargs reads back as a list
             raise RecipeError(
                 f"{blame(key)}: key '{key}': got {mine!r}, but the run it consumes (row '{up.row}' of "
                 f"{up.recipe_file}) has {theirs!r}: a {run['engine']} run keeps the upstream's"
             )
     if run["engine"] == "evaluate":
         run["data"]["synthetic"] = OmegaConf.to_container(up.data.synthetic)
-    run["upstream"].update(uid=upstream.uid, folder=str(upstream.folder))
+    run["upstream"].update(uid=upstream.uid, folder=str(upstream.folder), engine=up.engine)
 
 
 def _upstream_runs(
@@ -508,6 +606,8 @@ def load_recipe(
                 run["loss"].update(weight=0.0, schedule="constant", warmup_epochs=0)
             if not run["loss"]["drloc_weight"]:
                 run["loss"]["drloc_pairs"] = Loss.drloc_pairs
+            if not run["loss"]["sar"] or run["engine"] != "dino":  # only DINO has crops of two sizes
+                run["loss"]["crops"] = Loss.crops
             _check_values(run, blame)
             if recipe.scale == "local":
                 _to_local(run, recipe.local)

@@ -59,6 +59,9 @@ def test_the_registry_names_each_metric_and_its_direction():
         "mce": "lower",
         "mean_corruption_error": "lower",
         "jaccard": "higher",
+        "miou": "higher",
+        "ssl_loss": "lower",
+        "spatial_entropy": "lower",
     }
     for name, metric in METRICS.items():
         assert metric.name == name and metric.description and metric.unit

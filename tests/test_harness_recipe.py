@@ -63,7 +63,13 @@ BROKEN_RECIPES = [
     (
         "  - protocol: deit",
         "  - protocol: beit",
-        ["tiny.yaml", "protocol", "beit", "cvt, deit, finetune, pvt, swin, t2t"],
+        [
+            "tiny.yaml",
+            "protocol",
+            "beit",
+            "cvt, deit, dino, finetune, linear_probe_dino, linear_probe_mocov3, "
+            "mocov3, pvt, semantic_fpn, swin, t2t",
+        ],
     ),
     ('    label: "ViT-T"\n', "", ["tiny.yaml", "rows", "label", "missing"]),
     ("  - id: sar", "  - id: base", ["tiny.yaml", "rows", "unique", "base"]),
@@ -125,7 +131,15 @@ BAD_OVERRIDES = [
     (["model_kwargs.mlp_ratio=2"], ["model_kwargs.mlp_ratio", "row 'base'", "+model_kwargs.mlp_ratio=2"]),
     (["~model_kwargs.mlp_ratio"], ["override '~model_kwargs.mlp_ratio'", "no key"]),
     (["~epochs"], ["override '~epochs'", "cannot be removed"]),
-    (["protocol=beit"], ["protocol", "beit", "cvt, deit, finetune, pvt, swin, t2t"]),
+    (
+        ["protocol=beit"],
+        [
+            "protocol",
+            "beit",
+            "cvt, deit, dino, finetune, linear_probe_dino, linear_probe_mocov3, "
+            "mocov3, pvt, semantic_fpn, swin, t2t",
+        ],
+    ),
     (["+new.key=1"], ["override '+new.key=1'", "unknown key 'new.key'"]),
     (["++model_kwargs.depth=-3"], ["override '++model_kwargs.depth=-3'", "model_kwargs", "cannot be built"]),
     (["epochs=null"], ["override 'epochs=null'", "epochs"]),
@@ -282,6 +296,20 @@ def test_dry_run_estimates_gpu_hours_for_paper_runs(capsys):
     assert "1x8 GPU" in line and int(tokens[tokens.index("GPU-h") - 1]) > 0
     total = next(line for line in out.splitlines() if line.startswith("estimated total"))
     assert int(total.split()[2]) > 0 and "0.00 CPU-hours" in total
+
+
+def test_estimates_count_what_each_engine_computes():
+    """Segmentation counts iterations of crops, DINO its crops and teacher, MoCo-v3 its two encoders, a
+    probe forward passes only: none is zero, and each is compared with its recipe's supervised size."""
+    from harness.estimate import estimated_hours
+
+    def hours(recipe: str) -> dict[str, float]:
+        return {r.rows[0]: estimated_hours(r)[1] for r in load_recipe(RECIPES_DIR / f"{recipe}.yaml")[1]}
+
+    seg, pre, probe = hours("table12"), hours("table9_pretraining"), hours("table9")
+    assert 1 < seg["pvt"] < 5  # 40k iterations x 32 crops of 512 px through PVT-Small, about 1.6 GPU-h
+    assert pre["dino"] > pre["mocov3"] > 10 * probe["dino"] > 0
+    assert probe["dino-jaccard"] > 0
 
 
 def test_dry_run_estimates_cpu_hours_at_local_scale(capsys):

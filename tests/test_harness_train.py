@@ -164,9 +164,9 @@ def test_non_finite_loss_stops_the_run_as_failed(tmp_path):
     assert status.state == "failed" and "non-finite" in status.detail
 
 
-def test_table1_local_dry_run_lists_twelve_runs():
+def test_table1_local_dry_run_lists_twelve_runs_per_seed():
     proc = _harness(
         "run", "recipes/table1.yaml", "scale=local", "--dry-run", stdout=subprocess.PIPE, text=True
     )
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0 and out.count("synthetic (for imagenet100)") == 12
+    assert proc.returncode == 0 and out.count("synthetic (for imagenet100)") == 12 * 3  # local.seeds

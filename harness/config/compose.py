@@ -29,8 +29,10 @@ PROTOCOL_GROUP = "protocol"
 class _ProtocolChoice:
     """A primary config that is one option of the `protocol` group, typed by the Protocol schema."""
 
-    defaults: list[Any] = dataclasses.field(default_factory=lambda: [{PROTOCOL_GROUP: MISSING}])
-    protocol: Protocol = MISSING
+    defaults: list[Any] = dataclasses.field(default_factory=lambda: ["_self_", {PROTOCOL_GROUP: MISSING}])
+    # a Protocol whose unset fields are MISSING and whose optional sections (mocov3, dino, ...) default to
+    # None: merging a protocol file into a MISSING node would have made every field MISSING, defaults too
+    protocol: Protocol = dataclasses.field(default_factory=Protocol)
 
 
 _STORE = ConfigStore.instance()

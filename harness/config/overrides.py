@@ -64,13 +64,21 @@ def _parser() -> OverridesParser:
 
 @functools.cache
 def _run_template() -> DictConfig:
-    """A Run to type override values against, its optional sections (upstream) present."""
+    """A Run to type override values against, its optional sections present at every depth (upstream,
+    protocol.segmentation, ...)."""
     template = OmegaConf.structured(Run)
-    for name, annotation in field_types(Run).items():
-        nested = schema_of(annotation)
-        if nested is not None and template[name] is None:
-            template[name] = OmegaConf.structured(nested)
+    _fill_sections(template, Run)
     return template
+
+
+def _fill_sections(node: DictConfig, schema: type) -> None:
+    for name, annotation in field_types(schema).items():
+        nested = schema_of(annotation)
+        if nested is None:
+            continue
+        if node[name] is None:
+            node[name] = OmegaConf.structured(nested)
+        _fill_sections(node[name], nested)
 
 
 def parse(texts: list[str], multirun: bool) -> Overrides:

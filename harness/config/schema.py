@@ -34,6 +34,70 @@ def _field(identity: bool, default: Any, factory: Any) -> Any:
 
 
 @dataclass
+class MoCoV3:
+    """MoCo-v3's own settings (`recipes/protocol/mocov3.yaml`); optimiser and schedule: the protocol's."""
+
+    momentum: float = computed()  # the momentum encoder's, cosine to 1 over training, per iteration
+    temperature: float = computed()
+    mlp_dim: int = computed()  # hidden width of the projector (3 layers) and the predictor (2 layers)
+    dim: int = computed()  # output width of both
+    stop_grad_conv1: bool = computed()  # the random patch projection is frozen
+    crop_min: float = computed()  # RandomResizedCrop's smallest area
+
+
+@dataclass
+class Dino:
+    """DINO's own settings (`recipes/protocol/dino.yaml`); optimiser and lr schedule: the protocol's."""
+
+    out_dim: int = computed()  # prototypes of the head's last layer
+    hidden_dim: int = computed()
+    bottleneck_dim: int = computed()
+    norm_last_layer: bool = computed()  # the last layer's weight-norm g frozen at 1
+    momentum_teacher: float = computed()  # cosine to 1 over training, per iteration
+    student_temp: float = computed()
+    teacher_temp: float = computed()
+    warmup_teacher_temp: float = computed()  # linear to teacher_temp over warmup_teacher_temp_epochs
+    warmup_teacher_temp_epochs: int = computed()
+    center_momentum: float = computed()
+    weight_decay_end: float = computed()  # cosine from protocol.weight_decay, per iteration
+    freeze_last_layer: int = computed()  # epochs during which the head's last layer gets no update
+    global_crops_scale: list[float] = computed()
+    local_crops_number: int = computed()
+    local_crops_scale: list[float] = computed()
+    local_crop_size: int = computed()  # px; the global crops are data.input_size
+
+
+@dataclass
+class Probe:
+    """A linear probe's own settings (`recipes/protocol/linear_probe_*.yaml`); SGD at protocol.lr."""
+
+    features: str = computed()  # last4: the [CLS] of the last four blocks, normed, concatenated (DINO);
+    # final: the [CLS] after the final norm (MoCo-v3)
+    momentum: float = computed()  # SGD's
+
+
+@dataclass
+class Segmentation:
+    """Semantic FPN training and testing (`recipes/protocol/semantic_fpn.yaml`, Tab. 12); optimiser: the
+    protocol's AdamW at protocol.lr, decayed by a poly schedule per iteration to protocol.min_lr."""
+
+    iterations: int = computed()  # training length, in iterations of protocol.batch_size images
+    poly_power: float = computed()
+    eval_every: int = computed()  # iterations between validations (and after the last)
+    checkpoint_every: int = incidental()  # iterations between checkpoints: resume is exact either way
+    crop_size: int = computed()  # square training crop, px
+    img_scale: list[int] = computed()  # [long side, short side] of the keep-ratio resize (train and test)
+    ratio_range: list[float] = computed()  # training scale jitter of img_scale
+    cat_max_ratio: float = computed()  # a crop is redrawn while one class covers this much of it
+    flip_prob: float = computed()
+    size_divisor: int = computed()  # test images are resized to multiples of it
+    ignore_index: int = computed()  # the label of unlabelled and padded pixels
+    neck_channels: int = computed()
+    head_channels: int = computed()
+    dropout: float = computed()  # before the classifier
+
+
+@dataclass
 class Protocol:
     """A training protocol: the original recipe of an architecture (Appendix D; DeiT, T2T, PVT, CvT).
 
@@ -68,6 +132,11 @@ class Protocol:
     crop_pct: float = computed()
     repeated_aug: bool = computed()
     clip_grad: float | None = computed()
+    # a self-supervised method's or a linear probe's own settings (Tab. 9); None for supervised protocols
+    mocov3: MoCoV3 | None = computed(None)
+    dino: Dino | None = computed(None)
+    probe: Probe | None = computed(None)
+    segmentation: Segmentation | None = computed(None)  # Tab. 12's semantic FPN; None elsewhere
 
 
 @dataclass
@@ -83,6 +152,8 @@ class Loss:
     # DRLoc (Liu et al. 2021a, Tab. 13): lambda_drloc (0: off) and the pairs drawn per image
     drloc_weight: float = computed(0.0)
     drloc_pairs: int = computed(64)
+    # multi-crop pre-training (DINO): L_se on the two global crops only, or on all crops
+    crops: str = computed("global")
 
 
 @dataclass
@@ -160,6 +231,7 @@ class Upstream:
     checkpoint: str = computed("final")  # final | best (the epoch of the best validation top-1)
     uid: str = computed("")  # set by the resolver, never by hand
     folder: str = incidental("")  # the upstream run's folder, set by the resolver
+    engine: str = incidental("")  # the upstream run's engine, set by the resolver (its uid says it too)
 
 
 @dataclass
@@ -196,7 +268,7 @@ class Run:
     group: str = incidental("")
     column: str = incidental("")
     scale: str = computed("paper")
-    engine: str = computed("supervised")  # supervised | finetune | evaluate (harness.engines)
+    engine: str = computed("supervised")  # supervised | finetune | evaluate | mocov3 | dino | linear_probe
     upstream: Upstream | None = computed(None)  # the run this one fine-tunes or evaluates
     model: str = computed()
     model_kwargs: dict[str, Any] = computed(factory=dict)
@@ -276,6 +348,19 @@ class Local:
     num_workers: int = 0
     cpus: int = 2  # what a local-scale job asks Slurm for: no GPU, a few CPUs, a little memory
     mem_gb: int = 6
+    # self-supervised pre-training (Tab. 9) on a CPU: DINO's small crops (96 px of 224 -> 32 of 64, a
+    # multiple of the local ViT's 8-px patches) and their number, and narrower heads (DINO's 65,536
+    # prototypes and 2048-wide MLP, MoCo-v3's 4096-wide MLPs)
+    local_crop_size: int = 32
+    local_crops_number: int = 2
+    head_out_dim: int = 1024
+    head_hidden_dim: int = 512
+    # iteration-based training (the segmentation engine, Tab. 12): iterations and their evaluation and
+    # checkpoint intervals times this (40k -> 160); crops and resize scales shrink to the synthetic image
+    # size, and the FPN's neck and head widths by fpn_width_factor, as the local PVT's last stage is a
+    # quarter of PVT-Small's (128 of 512 channels)
+    iterations_factor: float = 0.004
+    fpn_width_factor: float = 0.25
 
 
 @dataclass
@@ -310,6 +395,7 @@ SCHEMAS: dict[str, type] = {
     s.__name__: s
     for s in (
         Protocol,
+        Segmentation,
         Loss,
         Synthetic,
         Data,

@@ -52,3 +52,12 @@ def seeded(*key: int) -> Iterator[None]:
         random.setstate(saved[0])
         np.random.set_state(saved[1])  # noqa: NPY002
         torch.set_rng_state(saved[2])
+
+
+def gathered_rng_state(world_size: int) -> list[dict[str, Any]]:
+    """Every rank's `rng_state()`, in rank order (each rank resumes its own); a collective call."""
+    if world_size == 1:
+        return [rng_state()]
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, rng_state())
+    return gathered

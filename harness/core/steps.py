@@ -4,6 +4,7 @@ under a GradScaler), and the host reads the sums once every `train.log_every` st
 the run if the loss stayed non-finite too long. DeiT, DINO and MoCo-v3 call `.item()` once per step."""
 
 import math
+from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig
@@ -15,31 +16,39 @@ from harness import distributed
 from harness.core.data import RunFailed
 from harness.core.precision import Precision
 
-TOTALS = ("loss", "ce", "aux", "drloc", "steps", "skipped")
+LOSSES = ("loss", "ce", "aux", "drloc")  # the supervised engine's; other engines name their own
 
 
 def adamw(model: nn.Module, protocol: DictConfig) -> torch.optim.Optimizer:
     # `model`: everything trained, auxiliary heads included (harness.core.model.Training)
     """timm's AdamW (no weight decay on norms, biases and tokens), fused: it skips a step on the device."""
     p = protocol
-    lr = p.lr * p.batch_size / p.lr_batch_ref if p.lr_batch_ref else p.lr
-    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=p.weight_decay, eps=p.opt_eps, fused=True)
+    return create_optimizer_v2(
+        model, "adamw", lr=scaled_lr(p), weight_decay=p.weight_decay, eps=p.opt_eps, fused=True
+    )
+
+
+def scaled_lr(protocol: DictConfig) -> float:
+    """The protocol's lr scaled linearly with batch_size / lr_batch_ref (unscaled where that is None)."""
+    p = protocol
+    return p.lr * p.batch_size / p.lr_batch_ref if p.lr_batch_ref else p.lr
 
 
 class StepTotals:
     """Per-window sums of the step losses, kept on the device, and the streak of non-finite steps."""
 
-    def __init__(self, device: torch.device, max_nonfinite: int) -> None:
+    def __init__(self, device: torch.device, max_nonfinite: int, losses: tuple[str, ...] = LOSSES) -> None:
         self.device, self.max_nonfinite = device, max_nonfinite
-        self.sums = torch.zeros(len(TOTALS), dtype=torch.float64, device=device)
+        self.names = (*losses, "steps", "skipped")
+        self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
         self.streak = torch.zeros((), device=device)
         self.longest = torch.zeros((), device=device)
 
-    def add(
-        self, loss: torch.Tensor, ce: torch.Tensor, aux: torch.Tensor, drloc: torch.Tensor, bad: torch.Tensor
-    ) -> None:
-        """`bad` (0. or 1., on the device) marks a skipped step: its losses are left out of the sums."""
-        values = torch.stack([loss.detach(), ce.detach(), aux.detach(), drloc.detach().float()]).double()
+    def add(self, *losses_then_bad: torch.Tensor) -> None:
+        """The step's losses (scalars, in the order of `losses`), then `bad` (0. or 1., on the device), which
+        marks a skipped step: its losses are left out of the sums."""
+        *losses, bad = losses_then_bad
+        values = torch.stack([loss.detach().float() for loss in losses]).double()
         kept = torch.where(bad.bool(), torch.zeros_like(values), values)
         self.sums += torch.cat([kept, (1 - bad).double()[None], bad.double()[None]])
         self.streak = (self.streak + 1) * bad
@@ -53,7 +62,7 @@ class StepTotals:
             all_reduce(sums)
             all_reduce(longest, op=ReduceOp.MAX)
         *read, streak = torch.cat([sums, longest.double()[None]]).tolist()  # the one read from the device
-        values = dict(zip(TOTALS, read, strict=True))
+        values = dict(zip(self.names, read, strict=True))
         values["steps"] /= world.size
         values["skipped"] /= world.size
         if streak >= self.max_nonfinite:
@@ -69,8 +78,11 @@ def optimizer_step(
     model: nn.Module,
     precision: Precision,
     clip: float | None,
+    before_update: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Backward and update; returns 1. (on the device) if the step was skipped for non-finite values."""
+    """Backward and update; returns 1. (on the device) if the step was skipped for non-finite values.
+    `before_update` changes the (unscaled) gradients first: DINO clips each parameter's and drops the
+    head's last layer's in its first epochs."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer.zero_grad(set_to_none=True)
     scaler = precision.scaler
@@ -79,6 +91,8 @@ def optimizer_step(
         scaler.unscale_(optimizer)
     else:
         loss.backward()
+    if before_update is not None:
+        before_update()
     grads = [p.grad for p in params if p.grad is not None]
     norm = nn.utils.clip_grad_norm_(params, clip) if clip else nn.utils.get_total_norm(grads)
     if scaler is not None:  # the scaler skips overflowing steps itself and lowers its scale

@@ -21,7 +21,7 @@ import numpy as np
 import torch.utils.data
 from torchvision.datasets import ImageFolder
 
-from harness.data import transfer
+from harness.data import ade20k, transfer
 from harness.data.synthetic import SyntheticConfig, SyntheticShapes, check_split
 
 Transform = Callable[[Any], Any]
@@ -76,6 +76,8 @@ OFFICIAL_SIZES = {  # images per split: checked when a transfer set is loaded, u
     ("imagenet_a", "val"): 7_500,
     ("imagenet_c", "val"): 50_000,
     ("voc2012", "val"): 1_449,
+    ("ade20k", "train"): 20_210,
+    ("ade20k", "val"): 2_000,
 }
 
 # Tab. 3's DomainNet domains, one dataset each (a recipe row names its dataset by one name)
@@ -173,6 +175,14 @@ DATASETS: dict[str, DatasetSpec] = {
         "<root>/VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png, "
         "ImageSets/Segmentation/val.txt}",
     ),
+    "ade20k": DatasetSpec(
+        "ade20k",
+        ade20k.CLASSES,
+        "ADE20K SceneParsing (Tab. 12): 20,210 train / 2,000 val images with label maps of 150 classes "
+        "(0 'other' ignored, 1..150 -> 0..149); items are transform(image, label map) pairs",
+        "<root>/ADEChallengeData2016/{images,annotations}/{training,validation}/ (mmseg's layout: *.jpg "
+        "images, *.png label maps of the same name)",
+    ),
 }
 
 # Datasets with a "val" split only: they are never trained on.
@@ -191,6 +201,7 @@ _ROOT_HINTS = {
     "imagenet_a": "/path/to/imagenet-a",
     "imagenet_c": "/path/to/imagenet-c",
     "voc2012": "/path/to/the/folder/holding/VOCdevkit",
+    "ade20k": "/path/to/the/folder/holding/ADEChallengeData2016",
 }
 
 _LAYOUT_CHECKS: dict[str, Callable[[Path], None]] = {
@@ -203,6 +214,7 @@ _LAYOUT_CHECKS: dict[str, Callable[[Path], None]] = {
     "imagenet_a": transfer.check_imagenet_a,
     "imagenet_c": transfer.check_imagenet_c,
     "voc2012": transfer.check_voc,
+    "ade20k": ade20k.check_layout,
 }
 
 
@@ -386,6 +398,8 @@ def _build_transfer(
             dataset = transfer.domainnet(_DOMAINNET[name], path, split, transform)
         elif name == "imagenet_a":
             dataset = transfer.imagenet_a(path, transform)
+        elif name == "ade20k":
+            dataset = ade20k.ADE20K(path, split, transform)
         elif name == "imagenet_c":
             transfer.check_imagenet_c_split(path, corruption, severity)  # this split only, not all 75
             dataset = transfer.imagenet_c(path, corruption, severity, transform)

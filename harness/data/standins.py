@@ -306,15 +306,16 @@ class SyntheticSegmentation(torch.utils.data.Dataset):
     px wide: about 1 % of the side, as VOC's ~5 px on ~500 px images, and at least 1 px (1 px up to 149 px).
     No resize: the model sees the image at `image_size`. The transform defaults to to-tensor + ImageNet
     mean/std, like the real reader's. `.classes` is "background" then the training classes, indexed by
-    label-map value."""
+    label-map value. `split="train"` labels the train split the same way (Tab. 12's local scale trains
+    a segmenter on it)."""
 
-    def __init__(self, config: SyntheticConfig, transform: Transform | None = None):
+    def __init__(self, config: SyntheticConfig, transform: Transform | None = None, split: str = "val"):
         self.transform = _to_normalised_tensor() if transform is None else transform
         _check_no_resize(
             self.transform, "the VOC 2012 stand-in (its label maps are not resized)", config.image_size
         )
         self.config = config
-        self._clean = SyntheticShapes(config, "val")
+        self._clean = SyntheticShapes(config, split)
         self.classes = ["background", *self._clean.classes]
         self.void_width = max(1, round(config.image_size / 100))
 

@@ -41,6 +41,7 @@ from harness.eval import (
 )
 from harness.provenance import provenance, record_start
 from harness.results import atomic_write_json, checkpoint_path, read_json
+from harness.ssl import PRETRAINING_ENGINES
 
 PARTIAL = "partial.json"  # the ImageNet-C splits measured so far: a requeued job goes on from there
 
@@ -48,7 +49,8 @@ PARTIAL = "partial.json"  # the ImageNet-C splits measured so far: a requeued jo
 def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
     source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
     what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
-    model = build_model(cfg, num_classes(cfg), world.device)
+    headless = cfg.upstream.engine in PRETRAINING_ENGINES  # a self-supervised backbone has no classifier
+    model = build_model(cfg, 0 if headless else num_classes(cfg), world.device)
     checkpoint.load_weights(model, checkpoint.load(source, what)["model"], f"{what}: {source}")
     model.eval()
     if world.is_main:

@@ -62,6 +62,26 @@ METRICS: dict[str, Metric] = {
             "%",
             "voc2012",
         ),
+        Metric(
+            "miou",
+            "higher",
+            "semantic segmentation mIoU: per-class IoU from areas summed over the validation set, nan-mean "
+            "over the classes (mmseg's mean_iou; miou_from_areas, Tab. 12)",
+            "%",
+        ),
+        Metric(
+            "ssl_loss",
+            "lower",
+            "the self-supervised loss over the last pre-training epoch (MoCo-v3's contrastive loss, DINO's "
+            "self-distillation; Tab. 9's pre-training)",
+            "nats",
+        ),
+        Metric(
+            "spatial_entropy",
+            "lower",
+            "L_se (Eq. 9) of the last block's maps over the last pre-training epoch (Tab. 9's pre-training)",
+            "nats",
+        ),
     )
 }
 

@@ -2,6 +2,7 @@
 the Jaccard index against PASCAL VOC-12 ground truth, best head per class."""
 
 import numpy as np
+import torch
 
 KEEP_MASS = 0.6
 VOID = 255  # PASCAL VOC's "void" label (object borders and difficult regions)
@@ -94,3 +95,58 @@ def best_head_jaccard(head_masks, gt_labels, void: int = VOID, exclude_void: boo
         union = ((head_masks | gt) & valid).sum(axis=(1, 2))
         scores.append(float((intersection / union).max()))
     return float(np.mean(scores))
+
+
+# ------------------------------------------------------------------------------------------ semantic mIoU
+# Tab. 12 (protocols.md section 6): mmseg v0.13's `mean_iou`. Per image, the pixels whose label is the
+# ignore index are dropped; intersection, union, predicted and labelled areas per class are summed over
+# the whole validation set; IoU = intersection / union per class; mIoU is their nan-mean, i.e. a class
+# absent from both the labels and the predictions of every image (union 0) is left out, while a class that
+# is only predicted counts with IoU 0. aAcc = correctly labelled pixels / labelled pixels.
+
+IGNORE_INDEX = 255  # ADE20K's "other" (label 0) after mmseg's reduce_zero_label, and the crop padding
+
+
+def intersect_and_union(pred, label, num_classes: int, ignore_index: int = IGNORE_INDEX):
+    """[4, num_classes] int64 areas of one batch (any shape; `pred` and `label` alike): intersection,
+    union, predicted, labelled, over the pixels whose label is not `ignore_index`. Counted by
+    scatter-add on the labels' device, without reading anything back, so sums over images stay there."""
+    pred, label = torch.as_tensor(pred).flatten(), torch.as_tensor(label).flatten()
+    if pred.shape != label.shape:
+        raise ValueError(f"pred and label must have as many pixels, got {pred.numel()} and {label.numel()}")
+    valid = (label != ignore_index).long()
+    label = label.long().clamp(0, num_classes - 1)  # ignored pixels land anywhere with weight 0
+    pred = pred.long()
+    areas = torch.zeros(3, num_classes, dtype=torch.long, device=label.device)
+    areas[0].scatter_add_(0, label, valid * (pred == label).long())
+    areas[1].scatter_add_(0, pred, valid)
+    areas[2].scatter_add_(0, label, valid)
+    intersect, predicted, labelled = areas
+    return torch.stack([intersect, predicted + labelled - intersect, predicted, labelled])
+
+
+def miou_from_areas(areas) -> dict:
+    """mIoU, aAcc and mAcc in percent, and the per-class IoU (None where the union is empty), from the
+    areas of `intersect_and_union` summed over a dataset."""
+    intersect, union, _, labelled = torch.as_tensor(areas, dtype=torch.float64).cpu()
+    if labelled.sum() == 0:
+        raise ValueError("no labelled pixel: mIoU is undefined")
+    iou = intersect / union  # nan where the union is empty
+    accuracy = intersect / labelled
+    return {
+        "miou": 100 * float(iou.nanmean()),
+        "aacc": 100 * float(intersect.sum() / labelled.sum()),
+        "macc": 100 * float(accuracy.nanmean()),
+        "per_class_iou": [None if torch.isnan(v) else 100 * float(v) for v in iou],
+    }
+
+
+def majority_miou(areas) -> float:
+    """The mIoU (percent) of predicting, on every pixel, the class with the most labelled pixels, from the
+    same areas: that class's IoU is its share of the labelled pixels, every other labelled class's is 0,
+    and classes never labelled are left out. What a segmenter must beat to have learnt anything."""
+    labelled = torch.as_tensor(areas, dtype=torch.float64).cpu()[3]
+    present = int((labelled > 0).sum())
+    if present == 0:
+        raise ValueError("no labelled pixel: mIoU is undefined")
+    return 100 * float(labelled.max() / labelled.sum()) / present

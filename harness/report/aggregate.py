@@ -55,6 +55,7 @@ def trained_of(run: ResolvedRun) -> dict[str, Any]:
         "model": config.model,
         "model_kwargs": OmegaConf.to_container(config.model_kwargs),
         "epochs": config.epochs,
+        "iterations": config.protocol.segmentation.iterations if config.engine == "segmentation" else None,
         "upstream_epochs": run.upstream.row_config.epochs if run.upstream is not None else None,
         "dataset": config.data.dataset,
         "stands_for": config.data.stands_for,

@@ -19,8 +19,9 @@ from timm.data import create_transform
 
 from harness.data import DatasetNotFoundError, SyntheticConfig, build_dataset, dataset_spec
 from harness.eval import keep_mass
-from harness.recipe import ResolvedRun
+from harness.recipe import TRAINING_ENGINES, ResolvedRun
 from harness.report.figures import plt, save
+from harness.ssl import PRETRAINING_ENGINES
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -31,6 +32,8 @@ def _model(config: DictConfig, checkpoint: Path) -> torch.nn.Module:
     classes = (
         data.synthetic.num_classes if data.dataset == "synthetic" else dataset_spec(data.dataset).num_classes
     )
+    if config.engine in PRETRAINING_ENGINES:  # a self-supervised backbone (Figs. 6, 7) has no classifier
+        classes = 0
     model = timm.create_model(
         config.model,
         num_classes=classes,
@@ -61,7 +64,12 @@ def pair(recipe: DictConfig, runs: list[ResolvedRun]) -> tuple[ResolvedRun, Reso
     for row in full_sar_first:
         if row.baseline and row.id in first_run and row.baseline in first_run:
             ours, base = first_run[row.id], first_run[row.baseline]
-            if (ours.folder / "checkpoint.pt").is_file() and (base.folder / "checkpoint.pt").is_file():
+            trained = {ours.config.engine, base.config.engine} <= set(TRAINING_ENGINES)  # hold a `model`
+            if (
+                trained
+                and (ours.folder / "checkpoint.pt").is_file()
+                and (base.folder / "checkpoint.pt").is_file()
+            ):
                 return base, ours, row
     return None
 

@@ -16,6 +16,9 @@ NAMES = {
     "mce": "IN-C (mCE)",
     "mean_corruption_error": "IN-C (mean error)",
     "jaccard": "Jaccard",
+    "miou": "mIoU",
+    "ssl_loss": "L_ssl",
+    "spatial_entropy": "L_se",
 }
 ARROWS = {"higher": "↑", "lower": "↓"}
 DEFAULT_DIGITS = 2  # a sub-table without any of the paper's numbers
@@ -179,14 +182,20 @@ def architecture(kwargs: dict[str, Any]) -> str:
 
 
 def schedule(trained: dict[str, Any]) -> str:
-    """What a run did, in epochs: `8 epochs`, `8 epochs of fine-tuning after 24 of pre-training`,
-    `evaluates the 24-epoch model`."""
+    """What a run did, in epochs (iterations): `8 epochs`, `8 epochs of fine-tuning after 24 of
+    pre-training`, `evaluates the 24-epoch model`, `160 iterations of segmentation after 24 epochs of
+    pre-training`."""
     engine, upstream = trained.get("engine"), trained.get("upstream_epochs")
     if engine == "evaluate":
         return f"evaluates the {upstream}-epoch model" if upstream else "evaluation only"
+    if engine == "segmentation":
+        return f"{trained['iterations']} iterations of segmentation" + (
+            f" after {upstream} epochs of pre-training" if upstream else ""
+        )
     text = f"{trained['epochs']} epochs"
-    if engine == "finetune":
-        text += " of fine-tuning" + (f" after {upstream} of pre-training" if upstream else "")
+    if engine in ("finetune", "linear_probe"):
+        what = " of fine-tuning" if engine == "finetune" else " of linear probing"
+        text += what + (f" after {upstream} of pre-training" if upstream else "")
     return text
 
 
@@ -200,6 +209,8 @@ def data(trained: dict[str, Any]) -> str:
     what = (
         f"synthetic stand-in for {stands_for}" if stands_for not in (None, "synthetic") else "synthetic data"
     )
+    if trained.get("engine") == "segmentation":
+        what = f"{what}: object vs background masks"
     return (
         f"{what} ({trained['classes']} classes, {trained['train_images']:,} train / "
         f"{trained['val_images']:,} val images)"

@@ -180,16 +180,24 @@ def _pivoted(part: pd.DataFrame, columns: list[str], metrics: list[str], best: d
     return headers, lines
 
 
-def _groups(frame: pd.DataFrame, metrics: list[str], scale: str) -> list[dict[str, Any]]:
-    """The paper's layout: one table per sub-table; a group with columns (e.g. epochs) is pivoted. The
-    difference from the paper is shown at paper scale only: elsewhere it compares different things. Away
-    from paper scale, what was trained is said: once for the sub-table, or per row or column where it
-    differs."""
+def _measured(part: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """The metrics a sub-table shows: those its rows have a paper value or a result for (Tab. 9a's probes
+    have no Jaccard, 9b's evaluations no top-1)."""
+    shown = [m for m in metrics if (part.loc[part["metric"] == m, ["paper", "mean"]].notna()).any(axis=None)]
+    return shown or metrics
+
+
+def _groups(frame: pd.DataFrame, all_metrics: list[str], scale: str) -> list[dict[str, Any]]:
+    """The paper's layout: one table per sub-table with the metrics it measures; a group with columns
+    (e.g. epochs) is pivoted. The difference from the paper is shown at paper scale only: elsewhere it
+    compares different things. Away from paper scale, what was trained is said: once for the sub-table, or
+    per row or column where it differs."""
     groups = []
     for name in dict.fromkeys(frame["group"]):
         part = frame[frame["group"] == name]
         part = part.assign(group_seeds=int(part["seeds"].max()))  # the count each cell need not repeat
         columns = list(dict.fromkeys(c for c in part["column"] if c))
+        metrics = _measured(part, all_metrics)
         best = {m: bool((part.loc[part["metric"] == m, "best_n"] > 0).any()) for m in metrics}
         common = {k: _single(part[k]) for k in PARTS}
         varying = [k for k in PARTS if not common[k] and part[k].ne("").any()]
