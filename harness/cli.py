@@ -22,6 +22,14 @@ OVERRIDES_HELP = (
     "with -m, sweeps key=a,b or key=range(a,b)"
 )
 
+# the loss each engine trains with, for the run table; "+ lambda L_se" follows where SAR is on
+MAIN_LOSS = {
+    "mocov3": "contrastive",
+    "dino": "self-distillation",
+    "evaluate": "-",
+    "segmentation": "pixel ce",
+}
+
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -62,7 +70,9 @@ def run_table(
     rows = []
     for index, (run, state) in enumerate(zip(runs, states, strict=True)):
         c = run.row_config
-        loss = f"+ {c.loss.weight:g} L_{'tv' if c.loss.variant == 'tv' else 'se'}" if c.loss.sar else "ce"
+        main_loss = MAIN_LOSS.get(c.engine, "ce")
+        loss = f"{main_loss} + {c.loss.weight:g} L_{'tv' if c.loss.variant == 'tv' else 'se'}"
+        loss = loss if c.loss.sar else main_loss
         cells = [
             run.uid,
             *([run.table] if tables else []),
@@ -72,7 +82,7 @@ def run_table(
             c.last_block,
             loss,
             _dataset(run),
-            str(c.epochs),
+            f"{c.protocol.segmentation.iterations} it." if c.engine == "segmentation" else str(c.epochs),
             str(c.seed),
         ]
         cells.append(_resources(run))

@@ -58,8 +58,29 @@ def estimated_hours(run: ResolvedRun) -> tuple[str, float]:
         gmacs = count_gmacs(cfg.model, kwargs, cfg.eval.input_size or cfg.data.input_size)
         flops = _evaluated_images(run) * gmacs * 1e9 * EVAL_FLOPS_PER_MAC
     else:
-        gmacs = count_gmacs(cfg.model, kwargs, cfg.data.input_size)
-        flops = _train_images(run) * cfg.epochs * gmacs * 1e9 * TRAIN_FLOPS_PER_MAC
+        flops = _train_gmacs(run, kwargs) * 1e9
     if cfg.resources.gpus_per_node == 0:
         return "CPU", flops / (cfg.resources.assumed_cpu_gflops * 1e9) / 3600
     return "GPU", flops / (cfg.resources.assumed_tflops * 1e12) / 3600
+
+
+def _train_gmacs(run: ResolvedRun, kwargs: tuple) -> float:
+    """FLOPs (in G) of a training run, as each engine spends them: multi-crop and teacher forwards for DINO,
+    two views through the base and the momentum encoder for MoCo-v3, forward passes only for a linear probe
+    (its classifier is negligible), and iterations of crops for segmentation (the backbone only: the FPN is
+    not counted)."""
+    cfg, p = run.config, run.config.protocol
+    gmacs = count_gmacs(cfg.model, kwargs, cfg.data.input_size)
+    if cfg.engine == "segmentation":
+        crop = count_gmacs(cfg.model, kwargs, p.segmentation.crop_size)
+        return p.segmentation.iterations * p.batch_size * crop * TRAIN_FLOPS_PER_MAC
+    images = _train_images(run) * cfg.epochs
+    if cfg.engine == "dino":
+        small = count_gmacs(cfg.model, kwargs, p.dino.local_crop_size)
+        student = 2 * gmacs + p.dino.local_crops_number * small
+        return images * (student * TRAIN_FLOPS_PER_MAC + 2 * gmacs * EVAL_FLOPS_PER_MAC)
+    if cfg.engine == "mocov3":
+        return images * 2 * gmacs * (TRAIN_FLOPS_PER_MAC + EVAL_FLOPS_PER_MAC)
+    if cfg.engine == "linear_probe":
+        return images * gmacs * EVAL_FLOPS_PER_MAC
+    return images * gmacs * TRAIN_FLOPS_PER_MAC
