@@ -13,11 +13,25 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness import distributed
+from harness.core import checkpoint
 from harness.core.data import RunFailed
 from harness.lifecycle import RunLocked, trainer_lock
-from harness.results import atomic_write_json, run_dir, touch_heartbeat, write_config
+from harness.provenance import record_start
+from harness.results import CHECKPOINT, atomic_write_json, run_dir, touch_heartbeat, write_config
 
 Engine = Callable[[DictConfig, str, distributed.World, Path], dict[str, Any]]
+
+
+def resume_point(
+    cfg: DictConfig, uid: str, world: distributed.World, folder: Path, progress: str = "epoch"
+) -> dict[str, Any] | None:
+    """The run's last checkpoint (None: a fresh start), after the provenance records where the job starts
+    (`progress`: the checkpoint's epoch or iteration), so that a resume on other code is refused before
+    the checkpoint is used."""
+    saved = checkpoint.load(folder / CHECKPOINT, uid) if (folder / CHECKPOINT).exists() else None
+    if world.is_main:
+        record_start(folder, world.job_id, saved[progress] if saved else 0, cfg.train.allow_code_change)
+    return saved
 
 
 class Heartbeat:

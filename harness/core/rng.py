@@ -61,3 +61,9 @@ def gathered_rng_state(world_size: int) -> list[dict[str, Any]]:
     gathered: list[Any] = [None] * world_size
     torch.distributed.all_gather_object(gathered, rng_state())
     return gathered
+
+
+def resume_rng_state(states: list[dict[str, Any]], rank: int) -> None:
+    """Continue this rank's random streams from a checkpoint's `gathered_rng_state`; a rank the saved run
+    did not have (more processes now) takes rank 0's."""
+    set_rng_state(states[rank] if rank < len(states) else states[0])

@@ -21,13 +21,12 @@ from torch import nn
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import train_loader
-from harness.core.job import Heartbeat
+from harness.core.job import Heartbeat, resume_point
 from harness.core.log import RunLog
 from harness.core.model import build_model
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, seed_everything, set_rng_state
+from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
-from harness.provenance import record_start
 from harness.results import CHECKPOINT
 from harness.ssl import augment, dino, pretraining, schedules
 
@@ -81,9 +80,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"wall_time_s": 0.0}
     start = 0
-    saved = checkpoint.load(folder / CHECKPOINT, uid) if (folder / CHECKPOINT).exists() else None
-    if world.is_main:
-        record_start(folder, world.job_id, saved["epoch"] if saved else 0, cfg.train.allow_code_change)
+    saved = resume_point(cfg, uid, world, folder)
     if saved is not None:
         student.load_state_dict(saved["student"])
         teacher.load_state_dict(saved["teacher"])
@@ -92,7 +89,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         precision.load_state_dict(saved["precision"])
         records, start = saved["records"], saved["epoch"]
         state.update(saved["state"])
-        set_rng_state(saved["rng"][world.rank] if world.rank < len(saved["rng"]) else saved["rng"][0])
+        resume_rng_state(saved["rng"], world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * steps)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
 

@@ -35,13 +35,13 @@ from torch.utils.data import DataLoader
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import eval_loader
-from harness.core.job import Heartbeat
+from harness.core.job import Heartbeat, resume_point
 from harness.core.log import RunLog
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, seed_everything, set_rng_state
+from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
 from harness.eval import intersect_and_union, majority_miou, miou_from_areas
-from harness.provenance import provenance, record_start
+from harness.provenance import provenance
 from harness.results import CHECKPOINT, checkpoint_path
 from harness.segment.data import datasets, num_classes, train_loader
 from harness.segment.model import build_segmenter, for_training
@@ -71,16 +71,14 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"wall_time_s": 0.0, "window": {"loss": 0.0, "steps": 0.0, "skipped": 0.0}}
     start = 0
-    saved = checkpoint.load(folder / CHECKPOINT, uid) if (folder / CHECKPOINT).exists() else None
-    if world.is_main:  # before the checkpoint is used: a resume on other code is refused
-        record_start(folder, world.job_id, saved["iteration"] if saved else 0, cfg.train.allow_code_change)
+    saved = resume_point(cfg, uid, world, folder, "iteration")
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         precision.load_state_dict(saved["precision"])
         records, start = saved["records"], saved["iteration"]
         state.update(saved["state"])
-        set_rng_state(saved["rng"][world.rank] if world.rank < len(saved["rng"]) else saved["rng"][0])
+        resume_rng_state(saved["rng"], world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, losses=("loss",))

@@ -25,14 +25,14 @@ from torch.utils.data import DataLoader
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import criterion, datasets, eval_loader, mixup, num_classes, train_loader
-from harness.core.job import Heartbeat
+from harness.core.job import Heartbeat, resume_point
 from harness.core.log import RunLog
 from harness.core.model import aux_loss, build_model, for_training
 from harness.core.precision import Precision
-from harness.core.rng import rng_state, seed_everything, set_rng_state
+from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
 from harness.core.schedule import LrSchedule, loss_weight
 from harness.core.steps import StepTotals, adamw, mean, optimizer_step
-from harness.provenance import provenance, record_start
+from harness.provenance import provenance
 from harness.results import BEST_CHECKPOINT, CHECKPOINT
 
 
@@ -64,9 +64,7 @@ def run(
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"wall_time_s": 0.0, "best_top1": -math.inf}
     start = 0
-    saved = checkpoint.load(folder / CHECKPOINT, uid) if (folder / CHECKPOINT).exists() else None
-    if world.is_main:  # before the checkpoint is used: a resume on other code is refused
-        record_start(folder, world.job_id, saved["epoch"] if saved else 0, cfg.train.allow_code_change)
+    saved = resume_point(cfg, uid, world, folder)
     if saved is not None:
         model.load_state_dict(saved["model"])
         if training.drloc is not None:
@@ -78,7 +76,7 @@ def run(
         precision.load_state_dict(saved["precision"])
         records, start = saved["records"], saved["epoch"]
         state.update(saved["state"])
-        set_rng_state(saved["rng"][world.rank] if world.rank < len(saved["rng"]) else saved["rng"][0])
+        resume_rng_state(saved["rng"], world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     loop = Loop(model, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, ema, log, heartbeat)
@@ -99,7 +97,7 @@ def run(
         record["seconds"] = time.perf_counter() - begin
         state["wall_time_s"] += record["seconds"]
         records.append(record)
-        rngs = _gathered(rng_state(), world)
+        rngs = gathered_rng_state(world.size)
         if world.is_main:
             log.epoch((epoch + 1) * len(loader), record)
             if record.get("val_top1", -math.inf) > state["best_top1"]:
@@ -215,15 +213,6 @@ def validate(model: nn.Module, loader, precision: Precision, world: distributed.
         counts += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets))]).double()
     correct1, correct5, count = distributed.all_sum(counts.tolist(), world)
     return {"val_top1": 100 * correct1 / count, "val_top5": 100 * correct5 / count}
-
-
-def _gathered(state: dict[str, Any], world: distributed.World) -> list[Any]:
-    """Every rank's RNG state, in rank order (each rank resumes its own)."""
-    if world.size == 1:
-        return [state]
-    gathered: list[Any] = [None] * world.size
-    torch.distributed.all_gather_object(gathered, state)
-    return gathered
 
 
 def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) -> dict[str, Any]:
