@@ -115,15 +115,36 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, world: distribu
     )
 
 
-def train_loader(
-    cfg: DictConfig, train: Dataset, world: distributed.World
-) -> tuple[DataLoader, SeededSampler]:
-    """The train loader and its sampler (whose `set_epoch` each epoch calls)."""
+def per_process_batch(cfg: DictConfig, world: distributed.World) -> int:
+    """Each process's share of protocol.batch_size (the total over all processes)."""
     if cfg.protocol.batch_size % world.size:
         raise RunFailed(
             f"protocol.batch_size {cfg.protocol.batch_size} is not divisible by {world.size} processes"
         )
-    per_process = cfg.protocol.batch_size // world.size
+    return cfg.protocol.batch_size // world.size
+
+
+def seeded_loader(cfg: DictConfig, train: Dataset, sampler: Sampler, per_process: int) -> DataLoader:
+    """A training DataLoader whose samples are seeded by their position (SeededDataset, `sampler` a
+    SeededSampler), so that its numbers do not depend on the worker count."""
+    workers = cfg.data.num_workers
+    return DataLoader(
+        SeededDataset(train),
+        per_process,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def train_loader(
+    cfg: DictConfig, train: Dataset, world: distributed.World
+) -> tuple[DataLoader, SeededSampler]:
+    """The train loader and its sampler (whose `set_epoch` each epoch calls)."""
+    per_process = per_process_batch(cfg, world)
     # the same on every rank; hashed, since samplers seed with seed + epoch and runs' seeds are 0, 1, 2...
     order_seed = int(np.random.SeedSequence([cfg.seed % 2**64, 0x5A3]).generate_state(1)[0])
     if cfg.protocol.repeated_aug:
@@ -137,17 +158,7 @@ def train_loader(
             train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=True
         )
     sampler = SeededSampler(order, cfg.seed, world.rank)
-    workers = cfg.data.num_workers
-    loader = DataLoader(
-        SeededDataset(train),
-        per_process,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=True,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    loader = seeded_loader(cfg, train, sampler, per_process)
     if len(loader) == 0:
         raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")
     return loader, sampler

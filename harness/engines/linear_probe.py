@@ -24,6 +24,7 @@ from harness.core.precision import Precision
 from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
 from harness.core.schedule import LrSchedule
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
+from harness.engines import supervised
 from harness.provenance import provenance
 from harness.results import CHECKPOINT, checkpoint_path
 
@@ -137,7 +138,8 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
             "skipped_steps": int(sums["skipped"]),
         }
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:
-            record.update(validate(features, classifier, val_loader, precision, world))
+            probe = nn.Sequential(features, classifier)  # the supervised engine's top-1/5 on the probe
+            record.update(supervised.validate(probe, val_loader, precision, world))
         record["seconds"] = time.perf_counter() - begin
         state["wall_time_s"] += record["seconds"]
         records.append(record)
@@ -160,23 +162,6 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
             heartbeat(epoch=epoch + 1, epochs=cfg.epochs, step=steps, steps=steps)
     log.close()
     return result(cfg, uid, records, state, world)
-
-
-@torch.no_grad()
-def validate(
-    features: Features, classifier: nn.Module, loader, precision: Precision, world: distributed.World
-) -> dict[str, float]:
-    """Top-1 and top-5 on the val split, counted on the device and read once."""
-    classifier.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=world.device)
-    for images, targets in loader:
-        images, targets = images.to(world.device), targets.to(world.device)
-        with precision.autocast():
-            logits = classifier(features(images))
-        hits = logits.float().topk(min(5, logits.shape[1]), dim=1).indices == targets[:, None]
-        counts += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(), torch.tensor(len(targets))]).double()
-    correct1, correct5, count = distributed.all_sum(counts.tolist(), world)
-    return {"val_top1": 100 * correct1 / count, "val_top5": 100 * correct5 / count}
 
 
 def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) -> dict[str, Any]:

@@ -15,7 +15,13 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from harness import distributed
-from harness.core.data import RunFailed, SeededDataset, SeededSampler, synthetic_config
+from harness.core.data import (
+    RunFailed,
+    SeededSampler,
+    per_process_batch,
+    seeded_loader,
+    synthetic_config,
+)
 from harness.data import build_dataset, dataset_spec
 from harness.data.standins import SyntheticSegmentation
 from harness.segment.transforms import TestPipeline, TrainPipeline
@@ -85,25 +91,11 @@ class ResumableSampler(SeededSampler):
 
 def train_loader(cfg: DictConfig, train: Dataset, world: distributed.World) -> tuple[DataLoader, int]:
     """The train loader (set its sampler's epoch and skip before each pass) and the batches per epoch."""
-    batch = cfg.protocol.batch_size
-    if batch % world.size:
-        raise RunFailed(f"protocol.batch_size {batch} is not divisible by {world.size} processes")
-    per_process = batch // world.size
+    per_process = per_process_batch(cfg, world)
     order_seed = int(np.random.SeedSequence([cfg.seed % 2**64, 0x5E6]).generate_state(1)[0])
     order = DistributedSampler(train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=True)
     sampler = ResumableSampler(order, cfg.seed, world.rank)
     steps = len(order) // per_process
     if steps == 0:
         raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")
-    workers = cfg.data.num_workers
-    loader = DataLoader(
-        SeededDataset(train),
-        per_process,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=True,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    return loader, steps
+    return seeded_loader(cfg, train, sampler, per_process), steps
