@@ -360,6 +360,8 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
         ratio = 1.0
     # the protocol's base learning rate, not scaled down to the local batch (5e-4 x 64/512 barely moves)
     run["protocol"].update(batch_size=local.batch_size, repeated_aug=local.repeated_aug, lr_batch_ref=None)
+    if not local.strong_augment:
+        run["protocol"].update(auto_augment=None, mixup=0.0, cutmix=0.0)
     run["resources"].update(nodes=1, gpus_per_node=0, cpus_per_task=local.cpus, mem_gb=local.mem_gb)
     _ssl_to_local(run["protocol"], local, ratio)
     _segmentation_to_local(run["protocol"], local)

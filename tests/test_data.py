@@ -274,15 +274,27 @@ def test_synthetic_with_transform_and_through_the_registry() -> None:
     assert Counter(subset.targets) == dict.fromkeys(range(5), 1) and len(subset.classes) == 5
 
 
+def grid(config: SyntheticConfig) -> tuple[Counter, Counter]:
+    """How many classes use each shape and each appearance."""
+    classes = SyntheticShapes(config, "val").classes
+    assert len(set(classes)) == config.num_classes
+    return Counter(c.split("/", 1)[0] for c in classes), Counter(c.split("/", 1)[1] for c in classes)
+
+
 def test_synthetic_classes_share_shapes_and_appearances() -> None:
     """Each shape and each colour/pattern appearance is used by several classes, so only both together
-    name the class; 100 classes fit."""
-    classes = SyntheticShapes(small_config(num_classes=100), "val").classes
-    assert len(set(classes)) == 100
-    shapes = Counter(name.split("/", 1)[0] for name in classes)
-    appearances = Counter(name.split("/", 1)[1] for name in classes)
+    name the class: `shapes` shape families (2 by default) x as many appearances as the classes need, more
+    shapes where the 180 appearances do not suffice; 100 classes fit."""
+    shapes, appearances = grid(small_config(num_classes=100))
+    assert len(shapes) == 2 and len(appearances) == 50
+    assert set(shapes.values()) == {50} and set(appearances.values()) == {2}
+    shapes, appearances = grid(small_config(num_classes=100, shapes=10))  # a square grid
     assert len(shapes) == len(appearances) == 10
     assert min(shapes.values()) == min(appearances.values()) == 10
+    shapes, appearances = grid(small_config(num_classes=1000, val_per_class=1))  # 2 x 180 < 1000
+    assert len(shapes) == 6 and len(appearances) == 167
+    with pytest.raises(ValueError, match=r"shapes must be in \[2, 12\].*colours"):
+        SyntheticConfig(shapes=1)
     with pytest.raises(ValueError, match="num_classes"):
         SyntheticConfig(num_classes=1)
     with pytest.raises(ValueError, match="image_size"):

@@ -240,6 +240,24 @@ def test_local_scale_maps_to_synthetic_small_models_and_fewer_epochs():
         assert c.protocol.lr_batch_ref is None and c.protocol.batch_size == 64  # the base lr at batch 64
 
 
+def test_local_scale_drops_strong_augmentation_unless_asked():
+    """RandAugment, Mixup and CutMix are off at local scale (`local.strong_augment`), the protocol's other
+    regularisers kept; `local.strong_augment=true` keeps all of the protocol's."""
+    (paper, *_), (local, *_), (strong, *_) = (
+        load_recipe(RECIPES_DIR / "table1.yaml", overrides)[1]
+        for overrides in ([], ["scale=local"], ["scale=local", "local.strong_augment=true"])
+    )
+    kept = ("drop_path", "smoothing", "reprob", "color_jitter")
+    strong_keys = ("auto_augment", "mixup", "cutmix")
+    assert [paper.config.protocol[k] for k in strong_keys] == ["rand-m9-mstd0.5-inc1", 0.8, 1.0]
+    assert [local.config.protocol[k] for k in strong_keys] == [None, 0.0, 0.0]
+    assert [local.config.protocol[k] for k in kept] == [paper.config.protocol[k] for k in kept]
+    assert [strong.config.protocol[k] for k in (*strong_keys, *kept)] == [
+        paper.config.protocol[k] for k in (*strong_keys, *kept)
+    ]
+    assert local.uid != strong.uid
+
+
 @pytest.mark.parametrize(
     ("overrides", "seeds"),
     [

@@ -52,10 +52,11 @@ Transform = Callable[[Image.Image], Any]
 _HARD_TAG = 0x5EED_4A7D
 _CORRUPTION_TAG = 0x5EED_C0DE
 
-# the hard split's rendering: one object 18-35 % of the side (the clean splits: 1-3 of 15-45 %), painted at
+# the hard split's rendering: one object in the lower part of the clean splits' size range (its 10th to
+# 67th percentile of min_object-max_object: 44-67 % of the side for the default 40-80 %), painted at
 # 65-85 % opacity with a wider brightness jitter, 1-2 opaque foreign blobs across it (about a quarter of it
 # hidden on average), 4-8 faint small shapes of other classes around, and stronger grain (clean: 5)
-_HARD_DIAMETER = (0.18, 0.35)
+_HARD_DIAMETER = (0.1, 2 / 3)
 _HARD_ALPHA = (0.65, 0.85)
 _HARD_SHADE = (0.70, 1.15)
 _HARD_GRAIN = 8.0
@@ -139,7 +140,8 @@ class SyntheticHard(torch.utils.data.Dataset):
         target = self.class_indices[self.targets[index]]
         image = clutter_background(rng, size)
         self._distract(image, rng, target)
-        radius = size * rng.uniform(*_HARD_DIAMETER) / 2
+        low, high = self.config.min_object, self.config.max_object
+        radius = size * rng.uniform(*(low + q * (high - low) for q in _HARD_DIAMETER)) / 2
         cx, cy = rng.uniform(radius, size - radius, size=2)
         whole = np.zeros((size, size), dtype=bool)
         paint_object(
