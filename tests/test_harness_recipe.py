@@ -223,11 +223,17 @@ def test_local_scale_shrinks_warm_ups_with_the_epochs():
         assert c.loss.warmup_epochs == (round(10 * ratio) if c.loss.sar else 0)
 
 
-def test_figure3_reuses_table2_runs():
-    _, table2 = load_recipe(RECIPES_DIR / "table2.yaml")
-    _, figure3 = load_recipe(RECIPES_DIR / "figure3.yaml")
+@pytest.mark.parametrize("scale", ["paper", "local"])
+def test_figure3_and_table13_reuse_table2_runs(scale):
+    """At either scale: the recipes set the same local epochs as Tab. 2, whose runs they read."""
+    _, table2 = load_recipe(RECIPES_DIR / "table2.yaml", [f"scale={scale}"])
+    _, figure3 = load_recipe(RECIPES_DIR / "figure3.yaml", [f"scale={scale}"])
+    _, table13 = load_recipe(RECIPES_DIR / "table13.yaml", [f"scale={scale}"])
     assert {r.uid for r in figure3} <= {r.uid for r in table2}
     assert {r.config.table for r in figure3} == {"table2"}
+    shared = [r for r in table13 if not r.config.loss.drloc_weight]
+    assert len(shared) == 2 * len({r.seed for r in table13})  # ViT-S/16 and + SAR, every seed
+    assert {r.uid for r in shared} <= {r.uid for r in table2}
 
 
 def test_local_scale_maps_to_synthetic_small_models_and_fewer_epochs():
@@ -236,7 +242,7 @@ def test_local_scale_maps_to_synthetic_small_models_and_fewer_epochs():
         c = run.config
         assert c.data.dataset == "synthetic" and c.data.stands_for == "imagenet1k"
         assert c.model_kwargs.img_size == 64 and c.resources.gpus_per_node == 0
-        assert c.epochs == (25 if c.protocol.name == "t2t" else 24)  # 8 % of 310 and of 300
+        assert c.epochs == 6  # Tab. 2's local epochs_factor, 2 % of 300 and of T2T's 310
         assert c.protocol.lr_batch_ref is None and c.protocol.batch_size == 64  # the base lr at batch 64
 
 
@@ -281,7 +287,7 @@ def test_overrides_apply_before_local_scaling():
     for run in runs:
         assert run.config.model == "sar_pvt_small"
         assert dict(run.config.model_kwargs) == expected
-        assert run.config.epochs == 8  # 100 epochs, scaled like every other local run
+        assert run.config.epochs == 2  # 100 epochs, scaled by Tab. 2's local epochs_factor (0.02)
 
 
 def _uid_in_subprocess(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Small members of each family for `local`-scale runs: 64x64 inputs, an 8x8 final grid, a few blocks.
+"""Small members of each family for `local`-scale runs: 64x64 inputs, S on an 8x8 grid, a few blocks.
 
 They keep what SAR touches (a [CLS] token, the last block, several heads, the family's own attention) so
 that a whole table's pipeline runs on a laptop CPU in minutes. They are not the paper's models: numbers
@@ -24,10 +24,11 @@ LOCAL_KWARGS: dict[str, dict[str, Any]] = {
         "depth": 4,
         "num_heads": 6,
     },
+    # T2T's own first soft split (7x7, stride 4, padding 2), then 3x3 at stride 2 and 1: an 8x8 grid
     "sar_t2t_vit_14": {
         "img_size": LOCAL_IMG_SIZE,
-        "t2t_strides": (2, 2, 2),
-        "t2t_paddings": (3, 1, 1),
+        "t2t_strides": (4, 2, 1),
+        "t2t_paddings": (2, 1, 1),
         "token_dim": 16,
         "embed_dim": 192,
         "depth": 4,
@@ -41,14 +42,16 @@ LOCAL_KWARGS: dict[str, dict[str, Any]] = {
         "depths": (1, 1, 1, 2),
         "sr_ratios": (4, 2, 2, 1),
     },
+    # CvT-13's own first embedding (7x7, stride 4), then stride 1: a 16x16 grid, whose keys CvT's strided
+    # key projection halves to S's 8x8; three narrow stages, as its step costs 4x ViT-S's at equal width
     "sar_cvt_13": {
         "img_size": LOCAL_IMG_SIZE,
-        "patch_sizes": (3, 3, 3),
-        "patch_strides": (2, 2, 1),
-        "patch_paddings": (1, 1, 1),
-        "embed_dims": (32, 96, 192),
-        "num_heads": (1, 3, 6),
-        "depths": (1, 1, 3),
+        "patch_sizes": (7, 3, 3),
+        "patch_strides": (4, 1, 1),
+        "patch_paddings": (2, 1, 1),
+        "embed_dims": (32, 64, 128),
+        "num_heads": (1, 2, 4),
+        "depths": (1, 1, 2),
     },
 }
 
