@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import RunFailed
+from harness.core.rng import resume_rng_state
 from harness.lifecycle import RunLocked, trainer_lock
 from harness.provenance import record_start
 from harness.results import CHECKPOINT, atomic_write_json, run_dir, touch_heartbeat, write_config
@@ -32,6 +33,19 @@ def resume_point(
     if world.is_main:
         record_start(folder, world.job_id, saved[progress] if saved else 0, cfg.train.allow_code_change)
     return saved
+
+
+def restore(
+    saved: dict[str, Any], parts: dict[str, Any], state: dict[str, Any], rank: int, progress: str = "epoch"
+) -> tuple[list[dict[str, Any]], int]:
+    """Continue from a `resume_point` checkpoint: each of `parts` (checkpoint key -> object with
+    `load_state_dict`) loaded, `state` updated, this rank's random streams resumed; returns (records, the
+    epoch or iteration to start from)."""
+    for key, part in parts.items():
+        part.load_state_dict(saved[key])
+    state.update(saved["state"])
+    resume_rng_state(saved["rng"], rank)
+    return saved["records"], saved[progress]
 
 
 class Heartbeat:

@@ -17,11 +17,11 @@ from torch import nn
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import datasets, eval_loader, num_classes, train_loader
-from harness.core.job import Heartbeat, resume_point
+from harness.core.job import Heartbeat, restore, resume_point
 from harness.core.log import RunLog
 from harness.core.model import build_model
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
+from harness.core.rng import gathered_rng_state, seed_everything
 from harness.core.schedule import LrSchedule
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
 from harness.engines import supervised
@@ -92,13 +92,13 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     start = 0
     saved = resume_point(cfg, uid, world, folder)
     if saved is not None:
-        classifier.load_state_dict(saved["classifier"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        precision.load_state_dict(saved["precision"])
-        records, start = saved["records"], saved["epoch"]
-        state.update(saved["state"])
-        resume_rng_state(saved["rng"], world.rank)
+        parts = {
+            "classifier": classifier,
+            "optimizer": optimizer,
+            "schedule": schedule,
+            "precision": precision,
+        }
+        records, start = restore(saved, parts, state, world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     steps = len(loader)

@@ -16,11 +16,11 @@ from torch import nn
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import train_loader
-from harness.core.job import Heartbeat, resume_point
+from harness.core.job import Heartbeat, restore, resume_point
 from harness.core.log import RunLog
 from harness.core.model import build_model
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
+from harness.core.rng import gathered_rng_state, seed_everything
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
 from harness.results import CHECKPOINT
 from harness.ssl import augment, mocov3, pretraining, schedules
@@ -59,12 +59,8 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     start = 0
     saved = resume_point(cfg, uid, world, folder)
     if saved is not None:
-        model.load_state_dict(saved["moco"])
-        optimizer.load_state_dict(saved["optimizer"])
-        precision.load_state_dict(saved["precision"])
-        records, start = saved["records"], saved["epoch"]
-        state.update(saved["state"])
-        resume_rng_state(saved["rng"], world.rank)
+        parts = {"moco": model, "optimizer": optimizer, "precision": precision}
+        records, start = restore(saved, parts, state, world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * steps)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
 

@@ -35,10 +35,10 @@ from torch.utils.data import DataLoader
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import eval_loader
-from harness.core.job import Heartbeat, resume_point
+from harness.core.job import Heartbeat, restore, resume_point
 from harness.core.log import RunLog
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
+from harness.core.rng import gathered_rng_state, seed_everything
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
 from harness.eval import intersect_and_union, majority_miou, miou_from_areas
 from harness.provenance import provenance
@@ -73,12 +73,8 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     start = 0
     saved = resume_point(cfg, uid, world, folder, "iteration")
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        precision.load_state_dict(saved["precision"])
-        records, start = saved["records"], saved["iteration"]
-        state.update(saved["state"])
-        resume_rng_state(saved["rng"], world.rank)
+        parts = {"model": model, "optimizer": optimizer, "precision": precision}
+        records, start = restore(saved, parts, state, world.rank, "iteration")
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, losses=("loss",))

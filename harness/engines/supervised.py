@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader
 from harness import distributed
 from harness.core import checkpoint
 from harness.core.data import criterion, datasets, eval_loader, mixup, num_classes, train_loader
-from harness.core.job import Heartbeat, resume_point
+from harness.core.job import Heartbeat, restore, resume_point
 from harness.core.log import RunLog
 from harness.core.model import aux_loss, build_model, for_training
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, resume_rng_state, seed_everything
+from harness.core.rng import gathered_rng_state, seed_everything
 from harness.core.schedule import LrSchedule, loss_weight
 from harness.core.steps import StepTotals, adamw, mean, optimizer_step
 from harness.provenance import provenance
@@ -66,17 +66,12 @@ def run(
     start = 0
     saved = resume_point(cfg, uid, world, folder)
     if saved is not None:
-        model.load_state_dict(saved["model"])
+        parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "precision": precision}
         if training.drloc is not None:
-            training.drloc.load_state_dict(saved["drloc"])
+            parts["drloc"] = training.drloc
         if ema is not None:
-            ema.module.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        precision.load_state_dict(saved["precision"])
-        records, start = saved["records"], saved["epoch"]
-        state.update(saved["state"])
-        resume_rng_state(saved["rng"], world.rank)
+            parts["ema"] = ema.module
+        records, start = restore(saved, parts, state, world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     loop = Loop(model, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, ema, log, heartbeat)
