@@ -201,3 +201,20 @@ def test_segmentation_transform_and_resize_check() -> None:
     np.testing.assert_array_equal(labels.numpy(), dataset.label_map(3))
     with pytest.raises(ValueError, match="must not be resized"):
         SyntheticSegmentation(config(), transforms.CenterCrop(48))
+
+
+def test_the_hard_objects_follow_the_clean_splits_size_range() -> None:
+    """The hard split draws its object from the lower part of the clean objects' range (10-67 % of
+    min_object-max_object), so larger clean objects give larger hard ones, never above that part."""
+
+    def extents(low: float, high: float) -> np.ndarray:
+        hard = SyntheticHard(config(min_object=low, max_object=high))
+        boxes = []
+        for i in range(len(hard)):
+            rows, cols = np.nonzero(hard.mask(i))
+            boxes.append(max(np.ptp(rows), np.ptp(cols)) + 1)
+        return np.array(boxes) / 64
+
+    small, large = extents(0.15, 0.45), extents(0.4, 0.8)
+    assert large.mean() > 1.5 * small.mean()
+    assert small.max() <= 0.15 + 2 / 3 * 0.3 + 2 / 64 and large.max() <= 0.4 + 2 / 3 * 0.4 + 2 / 64
