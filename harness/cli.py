@@ -254,6 +254,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import time
 
     from harness.pipeline import graph, upstream_state
+    from harness.results import problems
 
     recipe, runs = _load(args)
     if args.cfg:
@@ -273,6 +274,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         for node in own:
             if node.state.logs and node.state.state != "done":
                 print(f"{node.run.uid} {node.state.state}: logs in {node.state.logs}")
+            for problem in problems(node.run.folder):  # broken files are listed, never fatal
+                if problem not in node.state.detail:
+                    print(f"{node.run.uid} broken file: {problem}")
         live = sum(state.live for state in states)
         if not args.watch or not live:
             return 0
@@ -286,6 +290,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.config import RECIPES_DIR
     from harness.report.render import render_index, render_table
+    from harness.results import writable_problem
 
     if args.all and args.recipe and "=" in args.recipe:  # `report --all scale=local`: no recipe, overrides
         args.overrides, args.recipe = [args.recipe, *args.overrides], None
@@ -301,12 +306,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     recipes = sorted(RECIPES_DIR.glob("*.yaml")) if args.all else [Path(args.recipe)]
     out = Path(args.out)
+    if problem := writable_problem(out):
+        print(f"error: --out: {problem}", file=sys.stderr)
+        return 2
     for path in recipes:
         summary = render_table(path, args.overrides, out, args.tolerance)
         print(f"{out / summary['name']}.md, .html: {summary['done']}/{summary['runs']} run(s) done")
         if summary["pointer"]:  # no paper-scale run, but local-scale ones: say where they are reported
             print(f"  {summary['pointer']['text']} Report them with: {summary['pointer']['command']}")
-    render_index(out)
+    for problem in render_index(out):
+        print(f"{out / 'index.html'} leaves out {problem}")
     print(f"{out / 'index.html'}")
     return 0
 

@@ -20,10 +20,9 @@ from typing import Any
 
 import submitit
 
-from harness.results import atomic_write_json, read_json, read_metrics, run_status
+from harness.records import HEARTBEAT, JOB_ID, LOCK, PID_MAX, SUBMITTED, read_object
+from harness.results import atomic_write_json, read_metrics, run_status
 
-SUBMITTED = "submitted.json"
-LOCK = "trainer.lock"
 LIVE = ("pending", "running", "requeued")
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"}
 SLURM_WAITING = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SUSPENDED"}
@@ -57,8 +56,8 @@ def record_submission(folder: Path, launcher: str, job: submitit.Job) -> None:
 
 
 def read_submission(folder: Path) -> dict[str, Any] | None:
-    data = read_json(folder / SUBMITTED)
-    return data if data is not None and {"launcher", "job_id"} <= data.keys() else None
+    """submitted.json, checked (None if there is none or it is broken: `status` lists it)."""
+    return read_object(folder / SUBMITTED)[0]
 
 
 def _slurm_states(job_ids: list[str]) -> dict[str, str]:
@@ -72,6 +71,8 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 def process_alive(pid: int) -> bool:
     """A process of this host that exists and is not a zombie (an orphan nobody reaped ran to its end)."""
+    if not 0 < pid <= PID_MAX:  # 0 and -1 would ask about a process group and every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,14 +89,21 @@ def _local_alive(submission: dict[str, Any]) -> bool:
     """A local job is alive while its controller process is (on another host we cannot tell: alive)."""
     if submission.get("host") != socket.gethostname():
         return True
-    return process_alive(int(submission["job_id"]))
+    return process_alive(local_pid(submission))
+
+
+def local_pid(submission: dict[str, Any]) -> int:
+    """A local job's id is its controller's pid (0, no process, for an array-style id)."""
+    job_id = submission["job_id"]
+    return int(job_id) if job_id.isdigit() else 0
 
 
 def _epochs(folder: Path) -> str:
     """Epochs logged, and where the trainer is in the next one (from its heartbeat)."""
-    done = f"{len(read_metrics(folder))} epoch(s) done"
-    beat = read_json(folder / "heartbeat") or {}
-    if beat.get("steps") and beat.get("epoch", 0) > len(read_metrics(folder)):
+    epochs = len(read_metrics(folder))
+    done = f"{epochs} epoch(s) done"
+    beat = read_object(folder / HEARTBEAT)[0] or {}
+    if beat.get("steps") and beat.get("epoch", 0) > epochs and "step" in beat:
         return f"{done}, epoch {beat['epoch']} step {beat['step']}/{beat['steps']}"
     return done
 
@@ -114,7 +122,7 @@ def _state(folder: Path, submission: dict[str, Any] | None, slurm: dict[str, str
     if submission is None:  # never submitted, or trained inline: its trainer's lock says whether it lives
         if stored.state in ("done", "failed"):
             return RunState(stored.state, stored.detail)
-        holder = read_json(folder / LOCK)
+        holder = read_object(folder / LOCK)[0]
         if holder is not None and _holder_alive(holder, job_id=""):
             return RunState("running", _epochs(folder), f"{holder.get('launcher')} pid {holder.get('pid')}")
         if (folder / "checkpoint.pt").exists():
@@ -144,7 +152,7 @@ def cancel(submission: dict[str, Any]) -> None:
         submitit.SlurmJob(folder=Path("."), job_id=submission["job_id"]).cancel(check=True)
     elif submission.get("host") == socket.gethostname():
         try:
-            os.kill(int(submission["job_id"]), signal.SIGINT)
+            os.kill(local_pid(submission), signal.SIGINT)
         except ProcessLookupError:
             pass
 
@@ -157,8 +165,8 @@ def _holder_alive(holder: dict[str, Any], job_id: str) -> bool:
     if holder.get("job_id") == job_id and job_id != "inline":
         return False  # the same job, requeued: its earlier start is gone
     if holder.get("host") == socket.gethostname():
-        return process_alive(int(holder.get("pid", 0)))
-    if holder.get("launcher") == "slurm":
+        return process_alive(holder["pid"])
+    if holder.get("launcher") == "slurm" and JOB_ID.test(holder["job_id"]):  # sacct refuses other ids
         return _slurm_states([holder["job_id"]]).get(holder["job_id"]) in SLURM_RUNNING
     return True  # another machine's process: we cannot tell, so it is taken as alive
 
@@ -179,7 +187,7 @@ def trainer_lock(folder: Path, job_id: str, launcher: str) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = read_json(path)
+            holder = read_object(path)[0]
             if holder is not None and _holder_alive(holder, job_id):
                 raise RunLocked(
                     f"{folder} is being trained by job {holder.get('job_id')} on {holder.get('host')} "
@@ -195,5 +203,5 @@ def trainer_lock(folder: Path, job_id: str, launcher: str) -> Iterator[None]:
     try:
         yield
     finally:
-        if read_json(path) == me:
+        if read_object(path)[0] == me:
             path.unlink(missing_ok=True)

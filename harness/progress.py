@@ -11,7 +11,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from harness.results import read_json
+from harness.records import HEARTBEAT, read_object
 
 POLL_S = 0.5
 
@@ -83,6 +83,6 @@ class TableProgress:
     def _poll(self) -> None:
         while not self.stop.wait(POLL_S):
             folder = self.folder
-            beat = read_json(folder / "heartbeat") if folder is not None else None
+            beat = read_object(folder / HEARTBEAT)[0] if folder is not None else None
             if beat is not None and beat.get("time", 0) >= self.run_started_at:  # not an earlier start's
                 self.bar.set_description_str(f"{self.label} {self.describe(beat)}", refresh=True)

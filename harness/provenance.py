@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from harness.records import SPECS, STARTS, decode, read_text
+
 PACKAGES = ("sar-vit", "torch", "torchvision", "timm", "numba", "numpy", "omegaconf", "submitit")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +32,10 @@ def _version(package: str) -> str | None:
         return None
 
 
-LOG = "provenance.jsonl"
+LOG = STARTS
+HOW_TO_RESUME = (
+    "resume with --allow-code-change (train.allow_code_change=true), or train it again with --force"
+)
 
 
 class CodeChanged(RuntimeError):
@@ -52,7 +57,13 @@ def record_start(folder: Path, job_id: str, epoch: int, allow_code_change: bool)
     """Append this start (epoch 0) or resume to the run's provenance log; refuse a resume on another
     commit than the run's first start unless `allow_code_change`."""
     log = folder / LOG
-    first = json.loads(log.read_text().splitlines()[0]) if log.exists() and log.read_text().strip() else None
+    text, problem = read_text(log)
+    first, problem = decode(text.splitlines()[0], SPECS[LOG], f"{LOG} line 1") if text else (None, problem)
+    if problem and epoch and not allow_code_change:
+        raise CodeChanged(
+            f"{problem}: the commit the run started on is unknown, so a resume at epoch {epoch} is refused: "
+            + HOW_TO_RESUME
+        )
     entry = {
         "time": time.time(),
         "event": "resume" if epoch else "start",
@@ -66,7 +77,7 @@ def record_start(folder: Path, job_id: str, epoch: int, allow_code_change: bool)
     if epoch and started and now and started != now and not allow_code_change:
         raise CodeChanged(
             f"the run started on commit {started[:12]} and would resume at epoch {epoch} on {now[:12]}: "
-            "resume with --allow-code-change (train.allow_code_change=true), or train it again with --force"
+            + HOW_TO_RESUME
         )
     with open(log, "a") as f:
         f.write(json.dumps(entry, sort_keys=True) + "\n")

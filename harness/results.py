@@ -8,17 +8,35 @@ events.*      TensorBoard event files: losses, L_se, lr, validation metrics
 result.json   final and best top-1, wall time, GPU-hours, provenance: its presence means "done"
 failure.json  why a run stopped as failed (failure-rank<N>.json: another rank's own reason)
 heartbeat     touched while a worker trains: recent means "running"
+
+Every reader is total (`harness.records`): a broken file is a problem named in `status` and `report`.
 """
 
 import json
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from harness.records import (
+    FAILURES,
+    HEARTBEAT,
+    LOCK,
+    METRICS,
+    PARTIAL,
+    RESULT,
+    STARTS,
+    SUBMITTED,
+    checkpoint_problem,
+    read_lines,
+    read_object,
+)
+from harness.text import one_line
 
 HEARTBEAT_FRESH_S = 15 * 60
 CHECKPOINT = "checkpoint.pt"  # the last finished epoch: everything needed to resume
@@ -46,6 +64,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def writable_problem(folder: Path) -> str:
+    """Why files cannot be written in `folder` ("" if they can): it is made if missing, then a temporary
+    file is created in it and removed, so that a run or a report stops before it starts, not half-way."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return f"{folder} is not a folder this process can write in ({error.strerror or error})"
+    return ""
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -55,41 +87,31 @@ def write_config(folder: Path, config: DictConfig) -> None:
 
 
 def append_metrics(folder: Path, record: dict[str, Any]) -> None:
-    with open(folder / "metrics.jsonl", "a") as f:
+    with open(folder / METRICS, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
 def rewrite_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write_text(
-        folder / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    )
+    atomic_write_text(folder / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def read_metrics_checked(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every complete line of metrics.jsonl, and a note for each line that is not (a crash mid-write)."""
-    path = folder / "metrics.jsonl"
-    if not path.exists():
-        return [], []
-    records, problems = [], []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            problems.append(f"metrics.jsonl line {number} is unreadable (truncated write?)")
-    return records, problems
+    """Every readable line of metrics.jsonl, and the problems of the others (a crash mid-write, a broken
+    disk, a hand edit)."""
+    return read_lines(folder / METRICS)
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    """Every complete line of metrics.jsonl (a truncated last line, from a crash, is skipped)."""
+    """Every readable line of metrics.jsonl (a truncated last line, from a crash, is skipped)."""
     return read_metrics_checked(folder)[0]
 
 
 def touch_heartbeat(folder: Path, job_id: str, **progress: float) -> None:
     """Alive, and where: epoch, epochs, step, steps (of this epoch) and images_per_s while training."""
     atomic_write_json(
-        folder / "heartbeat", {"time": time.time(), "job_id": job_id, "pid": os.getpid(), **progress}
+        folder / HEARTBEAT, {"time": time.time(), "job_id": job_id, "pid": os.getpid(), **progress}
     )
 
 
@@ -97,51 +119,59 @@ def touch_heartbeat(folder: Path, job_id: str, **progress: float) -> None:
 class Status:
     state: str  # done | running | failed | pending
     detail: str = ""
+    result: dict[str, Any] | None = None  # result.json, checked, when done
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def non_finite(metrics: dict[str, float]) -> str:
+    """`top1 is nan` for the metrics a diverged run ends with ("" if every one is finite)."""
+    return ", ".join(f"{name} is {value}" for name, value in metrics.items() if not math.isfinite(value))
 
 
 def _metrics_line(result: dict[str, Any]) -> str:
     """`top1 45.20 (best 46.10), top5 80.00` or `imagenet_a_top1 22.39, mce 51.60`: a result in a line."""
-    best = result.get("best") if isinstance(result.get("best"), dict) else {}
+    best = result.get("best", {})
     parts = []
     for name, value in result["metrics"].items():
         text = f"{name} {value:.2f}"
-        if _is_number(best.get(name)):
+        if name in best:
             text += f" (best {best[name]:.2f})"
         parts.append(text)
     return ", ".join(parts)
 
 
 def run_status(folder: Path) -> Status:
-    if (folder / "result.json").exists():
-        result = read_json(folder / "result.json")
-        if result is None:
-            return Status("failed", "result.json is unreadable")
-        metrics = result.get("metrics")
-        if not isinstance(metrics, dict) or not all(map(_is_number, metrics.values())):
-            return Status("failed", "result.json has no metrics (a mapping of metric names to numbers)")
-        return Status("done", _metrics_line(result))
-    failures = sorted(folder.glob("failure*.json"))
+    """What the run folder says of its run (the scheduler is `harness.lifecycle`'s to ask); a broken file
+    that decides the state makes the run failed, naming the file."""
+    result, problem = read_object(folder / RESULT)
+    if problem:
+        return Status("failed", problem)
+    if result is not None:
+        if not result["metrics"]:
+            return Status("failed", f"{RESULT}: key 'metrics' is empty, expected metric names and values")
+        if diverged := non_finite(result["metrics"]):
+            return Status("failed", f"diverged: {RESULT} says {diverged}")
+        return Status("done", _metrics_line(result), result)
+    failures = [read_object(path, FAILURES) for path in sorted(folder.glob(FAILURES))]
     if failures:  # one file per failing rank: the first to fail is the cause, the others often follow it
-        readable = [data for data in map(read_json, failures) if data is not None]
+        readable = [data for data, _ in failures if data is not None]
         if not readable:
-            return Status("failed", f"{failures[0].name} is unreadable")
+            return Status("failed", failures[0][1])
         first = min(readable, key=lambda data: data.get("time", math.inf))
         rank = f"rank {first['rank']}: " if first.get("rank") else ""
-        return Status("failed", rank + first.get("reason", "no reason given"))
-    beat = folder / "heartbeat"
+        return Status("failed", one_line(rank + first["reason"]))
+    beat = folder / HEARTBEAT
     if beat.exists() and time.time() - beat.stat().st_mtime < HEARTBEAT_FRESH_S:
         epochs = len(read_metrics(folder))
         return Status("running", f"{epochs} epoch(s) done")
     return Status("pending")
+
+
+def problems(folder: Path) -> list[str]:
+    """Every broken file of a run folder, each named: what `status` and `report` list beside the run."""
+    if folder.exists() and not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    found = [read_object(folder / name)[1] for name in (RESULT, HEARTBEAT, SUBMITTED, LOCK, PARTIAL)]
+    found += [read_object(path, FAILURES)[1] for path in sorted(folder.glob(FAILURES))]
+    found += read_metrics_checked(folder)[1] + read_lines(folder / STARTS)[1]
+    found += [checkpoint_problem(folder / name) for name in CHECKPOINTS.values()]
+    return [problem for problem in found if problem]

@@ -135,9 +135,9 @@ def test_broken_run_folders_are_reported_not_fatal(tmp_path):
     (base.folder / "checkpoint.pt").write_bytes(b"")
     (sar.folder / "result.json").write_text('{"metrics": {"top1": 4')  # half-written
     text = _render(recipe, tmp_path / "reports", seeds=1)
-    assert "metrics.jsonl line 4 is unreadable" in text
+    assert "metrics.jsonl line 4: not JSON (Unterminated string" in text
     assert "checkpoint.pt is empty" in text
-    assert "failed: result.json is unreadable" in text
+    assert "failed: result.json: not JSON (Expecting ',' delimiter" in text
     (sar.folder / "result.json").unlink()
     (sar.folder / "metrics.jsonl").unlink()
     assert "| ViT-T + SAR | not run | - | 55.0 (+5.0) | - |" in _render(recipe, tmp_path / "reports", seeds=1)
@@ -206,7 +206,7 @@ def test_attention_maps_of_the_baseline_and_sar_rows(tmp_path, monkeypatch):
     assert "Baseline" not in text and "ViT-T vs ViT-T + SAR" in kept.get_suptitle()
     next(r for r in runs if "sar" in r.rows).folder.joinpath("checkpoint.pt").write_bytes(b"not a checkpoint")
     text = _render(recipe, tmp_path / "reports", seeds=1)
-    assert "attention maps: a checkpoint could not be read" in text
+    assert "attention maps: a checkpoint could not be used: attention figure: checkpoint" in text
 
 
 def _local_table1(root: Path) -> None:

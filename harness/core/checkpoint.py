@@ -1,13 +1,22 @@
 """Checkpoints: written atomically, read with `weights_only=True`, and never loaded into a model they do
-not fit: a missing, unexpected or differently shaped key is refused by name (no silent `strict=False`)."""
+not fit: a missing, unexpected or differently shaped key is refused by name (no silent `strict=False`). A
+file that cannot be read as a checkpoint is refused naming the file and why, in one line."""
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from harness.text import one_line
+
 SHOWN = 8  # keys named per kind of mismatch; the count says how many more
+
+
+class CheckpointUnreadable(RuntimeError):
+    """A file that is not a checkpoint this harness wrote: broken, truncated, or holding objects other than
+    tensors and plain data (which `weights_only=True` refuses to build)."""
 
 
 class CheckpointMismatch(RuntimeError):
@@ -25,7 +34,34 @@ def load(path: Path, what: str) -> dict[str, Any]:
     """A checkpoint on the CPU; `what` says whose, for the error when it is gone."""
     if not path.is_file():
         raise FileNotFoundError(f"{what}: checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the unpickler raises whatever a broken or hostile file makes it meet
+        raise CheckpointUnreadable(f"{what}: checkpoint {path} cannot be read: {_why(error)}") from error
+    if not isinstance(payload, dict):
+        raise CheckpointUnreadable(
+            f"{what}: checkpoint {path} holds a {type(payload).__name__}, expected a mapping"
+        )
+    return payload
+
+
+def load_model(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The `model` weights of a checkpoint: a mapping of parameter names to tensors, or refused."""
+    state = load(path, what).get("model")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointUnreadable(f"{what}: checkpoint {path} has no 'model' mapping names to tensors")
+    return state
+
+
+def _why(error: Exception) -> str:
+    """torch's reason in a line: for a refused object the line that names it, not torch's advice."""
+    if isinstance(error, pickle.UnpicklingError):
+        refused = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if refused:
+            return f"it holds an object that weights_only=True refuses to build ({one_line(refused[0])})"
+    return f"{type(error).__name__}: {one_line(str(error)) or 'no message'}"
 
 
 def _listed(keys: list[str]) -> str:

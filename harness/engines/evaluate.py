@@ -40,10 +40,9 @@ from harness.eval import (
     mean_corruption_error,
 )
 from harness.provenance import provenance, record_start
-from harness.results import atomic_write_json, checkpoint_path, read_json
+from harness.records import PARTIAL, read_object
+from harness.results import atomic_write_json, checkpoint_path
 from harness.ssl import PRETRAINING_ENGINES
-
-PARTIAL = "partial.json"  # the ImageNet-C splits measured so far: a requeued job goes on from there
 
 
 def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
@@ -51,7 +50,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
     headless = cfg.upstream.engine in PRETRAINING_ENGINES  # a self-supervised backbone has no classifier
     model = build_model(cfg, 0 if headless else num_classes(cfg), world.device)
-    checkpoint.load_weights(model, checkpoint.load(source, what)["model"], f"{what}: {source}")
+    checkpoint.load_weights(model, checkpoint.load_model(source, what), f"{what}: {source}")
     model.eval()
     if world.is_main:
         record_start(folder, world.job_id, 0, cfg.train.allow_code_change)
@@ -133,7 +132,7 @@ def corruption_errors(
     cfg: DictConfig, model: nn.Module, precision: Precision, world, folder: Path, heartbeat: Heartbeat
 ) -> dict[str, list[float]]:
     """Top-1 error (a fraction) of every corruption x severity, in order; finished splits are kept."""
-    done: dict[str, float] = (read_json(folder / PARTIAL) or {}).get("imagenet_c", {})
+    done: dict[str, float] = (read_object(folder / PARTIAL)[0] or {}).get("imagenet_c", {})
     splits = [(c, s) for c in IMAGENET_C_CORRUPTIONS for s in IMAGENET_C_SEVERITIES]
     for number, (corruption, severity) in enumerate(splits, 1):
         key = f"{corruption}/{severity}"

@@ -22,7 +22,7 @@ from harness.results import checkpoint_path
 def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
     source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
     what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
-    weights = checkpoint.load(source, what)["model"]
+    weights = checkpoint.load_model(source, what)
 
     def backbone(model: nn.Module) -> None:
         new_head = checkpoint.classifier_keys(model)

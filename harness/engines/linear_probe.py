@@ -66,7 +66,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
     what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
     backbone = build_model(cfg, 0, world.device)
-    checkpoint.load_weights(backbone, checkpoint.load(source, what)["model"], f"{what}: {source}")
+    checkpoint.load_weights(backbone, checkpoint.load_model(source, what), f"{what}: {source}")
     features = Features(backbone, p.probe.features)
     classes = num_classes(cfg)
     classifier = linear_classifier(features.dim, classes).to(world.device)

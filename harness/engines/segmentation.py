@@ -53,7 +53,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
     what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
     classes = num_classes(cfg)
-    weights = checkpoint.load(source, what)["model"]
+    weights = checkpoint.load_model(source, what)
     model, unused = build_segmenter(cfg, classes, weights, f"{what}: {source}")
     model = model.to(world.device)
     net = for_training(model, world)

@@ -3,7 +3,6 @@ ours (mean, std, n over seeds, at the final epoch and at the best one), the pape
 gains over the baseline row with a verdict on whether the seeds separate the two rows, and the check of the
 gain the paper prints against its two numbers. Broken run folders are reported, never fatal."""
 
-import json
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,7 +17,7 @@ from scipy.special import stdtr
 from harness.eval import CORRUPTIONS, METRICS, mce
 from harness.recipe import ResolvedRun
 from harness.report import format
-from harness.results import read_metrics_checked, run_status
+from harness.results import problems, read_metrics, run_status
 
 ALEXNET = "AlexNet (Hendrycks & Dietterich)"
 ALPHA = 0.05  # the level of the two-sided Welch test that decides whether a gain is clear of the noise
@@ -66,20 +65,22 @@ def trained_of(run: ResolvedRun) -> dict[str, Any]:
 
 
 def read_run(run: ResolvedRun, trained: dict[str, Any] | None = None) -> RunRecord:
+    """What the report needs of a run folder; its broken files become problems, never errors."""
     folder = run.folder
     status = run_status(folder)
-    metrics, problems = read_metrics_checked(folder)
-    result = None
-    if status.state == "done":
-        result = json.loads((folder / "result.json").read_text())
-    elif status.state == "failed" and status.detail.startswith("result.json"):
-        problems.append(status.detail)
-    checkpoint = folder / "checkpoint.pt"
-    if checkpoint.exists() and checkpoint.stat().st_size == 0:
-        problems.append("checkpoint.pt is empty")
+    metrics = read_metrics(folder)
     trained = trained_of(run) if trained is None else trained
     return RunRecord(
-        run.uid, run.rows, run.seed, status.state, status.detail, folder, result, metrics, problems, trained
+        run.uid,
+        run.rows,
+        run.seed,
+        status.state,
+        status.detail,
+        folder,
+        status.result,
+        metrics,
+        problems(folder),
+        trained,
     )
 
 

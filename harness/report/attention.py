@@ -4,7 +4,6 @@ the other, on one colour scale with its colour bar; and the same maps thresholde
 attention mass (as DINO does), the kept patches tinted and outlined on the image. The attention over the
 patches is the softmax of S (Eq. 4), the pre-softmax logits the loss works on."""
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,13 @@ from matplotlib.patches import Patch
 from omegaconf import DictConfig, OmegaConf
 from timm.data import create_transform
 
+from harness.core.checkpoint import load_model
 from harness.data import DatasetNotFoundError, SyntheticConfig, build_dataset, dataset_spec
 from harness.eval import keep_mass
 from harness.recipe import TRAINING_ENGINES, ResolvedRun
 from harness.report.figures import plt, save
 from harness.ssl import PRETRAINING_ENGINES
+from harness.text import one_line
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -40,7 +41,7 @@ def _model(config: DictConfig, checkpoint: Path) -> torch.nn.Module:
         last_block=config.last_block,
         **OmegaConf.to_container(config.model_kwargs),
     )
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(load_model(checkpoint, "attention figure"))
     return model.eval()
 
 
@@ -91,8 +92,8 @@ def attention_figures(recipe: DictConfig, runs: list[ResolvedRun], out: Path, st
                 maps.append(S.flatten(2).softmax(-1).reshape(S.shape).numpy())
     except DatasetNotFoundError as error:
         return [], [f"attention maps need the validation images: {str(error).splitlines()[0]}"]
-    except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as error:
-        return [], [f"attention maps: a checkpoint could not be read ({type(error).__name__}: {error})"]
+    except RuntimeError as error:  # CheckpointUnreadable, and load_state_dict's mismatched keys
+        return [], [f"attention maps: a checkpoint could not be used: {one_line(str(error))}"]
     pictures = np.clip(images.permute(0, 2, 3, 1).numpy() * STD + MEAN, 0, 1)
     files = []
     for kind in KINDS:

@@ -61,7 +61,11 @@ def curves(recipe: DictConfig, records: list[RunRecord], path: Path, scale: str)
         mine = [r for r in record.rows if r in rows]
         for group in dict.fromkeys(rows[r].group for r in mine):
             run = " = ".join(dict.fromkeys(labels[r] for r in mine if rows[r].group == group))
-            points += [(group, run, m["epoch"], m["val_top1"]) for m in record.metrics if "val_top1" in m]
+            points += [
+                (group, run, m["epoch"], m["val_top1"])
+                for m in record.metrics
+                if "val_top1" in m and "epoch" in m
+            ]
     if not points:
         return False
     frame = pd.DataFrame(points, columns=["group", "run", "epoch", "top1"])

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from harness.config import PROJECT_DIR, RecipeError
 from harness.recipe import load_recipe
+from harness.records import COUNT, NUMBER, TEXT, Kind, Spec, decode, read_text
 from harness.report import figures, format
 from harness.report.aggregate import (
     ALPHA,
@@ -486,13 +487,47 @@ def _summary(
     }
 
 
-def render_index(out: Path) -> None:
+# what the index reads of a report's summary (`_summary`); an older version's lack the newer counts
+SUMMARY = Spec(
+    {
+        **dict.fromkeys(("name", "title", "scale"), TEXT),
+        **dict.fromkeys(("runs", "done", "compared", "within", "gains", "same_sign"), COUNT),
+        "gpu_hours": NUMBER,
+        "pointer": Kind(
+            lambda value: value == {} or (isinstance(value, dict) and value.keys() >= {"text", "command"}),
+            "an object with text and command",
+        ),
+    },
+    required=(
+        "name",
+        "title",
+        "scale",
+        "runs",
+        "done",
+        "compared",
+        "within",
+        "gains",
+        "same_sign",
+        "gpu_hours",
+    ),
+)
+
+
+def render_index(out: Path) -> list[str]:
     """reports/index.html from the summaries of every report in `out` (those of an older version lack the
-    newer counts: `?`)."""
+    newer counts: `?`); returns the problems of the .json files left out (broken, or not a summary)."""
     older = {"clear_gains": "?", "noise_gains": "?", "untested_gains": "?", "arithmetic_flagged": "?"}
     older["pointer"] = {}
-    entries = [{**older, **json.loads(p.read_text())} for p in sorted(out.glob("*.json"))]
+    entries, left_out = [], []
+    for path in sorted(out.glob("*.json")):
+        text, problem = read_text(path)
+        summary, problem = decode(text, SUMMARY, path.name) if text is not None else (None, problem)
+        if summary is None:
+            left_out.append(problem)
+        else:
+            entries.append({**older, **summary})
     html = TEMPLATES.get_template("index.html.j2").render(
         entries=entries, total_gpu_hours=sum(e["gpu_hours"] for e in entries), alpha=ALPHA
     )
     atomic_write_text(out / "index.html", html)
+    return left_out
