@@ -51,14 +51,19 @@ def plain_block_outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
     return outputs
 
 
-def pyramid_stage_outputs(model, x: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, int]]]:
-    """Each stage's output tokens (with [CLS] in the last stage) and grid, run by hand block by block."""
+def pyramid_stage_outputs(model, x: torch.Tensor, dense: bool = False) -> list[tuple[torch.Tensor, tuple]]:
+    """Each stage's output tokens and grid, run by hand block by block: the last stage with [CLS] as the
+    classifier runs it, or for `dense` as the model's maps take it (PVT's segmentation backbone: the patch
+    tokens alone, the position embedding's [CLS] entry left out, unless `dense_cls`)."""
     t, outputs = x, []
     for i, (embed, blocks) in enumerate(zip(model.stage_embeds(), model.stages, strict=True)):
         t, grid = embed(t)
-        if i == model.cls_stage:
+        with_cls = i == model.cls_stage and (model.dense_cls or not dense)
+        if with_cls:
             t = torch.cat([model.cls_token.expand(t.shape[0], -1, -1), t], dim=1)
         pos = model.stage_position(i, grid)
+        if pos is not None and i == model.cls_stage and not with_cls:
+            pos = pos[:, 1:]
         t = t if pos is None else t + pos
         for block in blocks:
             t = block(t, grid)
@@ -78,15 +83,15 @@ def test_intermediates_equal_a_manual_forward_and_end_in_forward_features(models
     final, maps = model.forward_intermediates(x)
     normed = model.forward_intermediates(x, norm=True, intermediates_only=True)
     assert torch.equal(final, tokens)  # the SAR last block ran intact, with its grid
-    assert torch.equal(normed[-1], model.patch_grid(tokens, grid))
     if isinstance(model, PyramidModel):
-        manual = pyramid_stage_outputs(model, x)
+        manual = pyramid_stage_outputs(model, x, dense=True)
         assert len(maps) == len(model.stages)
         for fmap, (t, stage_grid) in zip(maps, manual, strict=True):
             torch.testing.assert_close(fmap, to_map(t, stage_grid))
         torch.testing.assert_close(normed[-1], to_map(model.norm(manual[-1][0]), grid))
         torch.testing.assert_close(normed[:-1], maps[:-1])  # no norm before the [CLS] stage
         return
+    assert torch.equal(normed[-1], model.patch_grid(tokens, grid))
     manual = plain_block_outputs(model, x)
     nlc = model.forward_intermediates(x, output_fmt="NLC", return_prefix_tokens=True, intermediates_only=True)
     assert len(maps) == len(nlc) == len(model.blocks)
@@ -258,6 +263,43 @@ def test_pvt_small_features_are_the_segmentation_backbones():
     ]
     cvt = timm.create_model("sar_cvt_13", features_only=True).eval()
     assert cvt.feature_info.channels() == [64, 192, 384] and cvt.feature_info.reduction() == [4, 8, 16]
+
+
+def stage_token_counts(model, run) -> list[int]:
+    """How many tokens the [CLS] stage's first block receives, per call, while `run()` runs."""
+    counts: list[int] = []
+    block = model.stages[model.cls_stage][0]
+    handle = block.register_forward_pre_hook(lambda mod, args: counts.append(args[0].shape[1]))
+    run()
+    handle.remove()
+    return counts
+
+
+@torch.no_grad()
+def test_pvt_stage4_maps_are_the_official_segmentation_backbones_token_set(models):
+    """whai362/PVT `segmentation/pvt.py` (v1): stage 4 runs on its h*w patch tokens alone, with
+    `pos_embed4[:, 1:]`; the classifier's pass keeps [CLS] (1 + h*w tokens). `dense_cls=True` keeps it."""
+    model, x = models["sar_pvt_small", "sar"], images((64, 96))
+    assert not model.dense_cls
+    h, w = model.feature_grid_for((64, 96))
+    assert stage_token_counts(model, lambda: model.forward_intermediates(x, intermediates_only=True)) == [
+        h * w
+    ]
+    assert stage_token_counts(model, lambda: model.forward_features(x)) == [1 + h * w]
+    # the final tokens come from the classifier's pass, the map from the backbone's
+    assert stage_token_counts(model, lambda: model.forward_intermediates(x)) == [h * w, 1 + h * w]
+    official = model.forward_intermediates(x, indices=[3], intermediates_only=True)[0]
+    stages = pyramid_stage_outputs(model, x, dense=True)
+    torch.testing.assert_close(official, to_map(stages[-1][0], (h, w)))
+    with_cls = build("sar_pvt_small", dense_cls=True).eval()
+    assert stage_token_counts(
+        with_cls, lambda: with_cls.forward_intermediates(x, intermediates_only=True)
+    ) == [1 + h * w]
+    classifier_map = with_cls.forward_intermediates(x, indices=[3], intermediates_only=True)[0]
+    torch.testing.assert_close(classifier_map, to_map(pyramid_stage_outputs(with_cls, x)[-1][0], (h, w)))
+    assert not torch.allclose(official, classifier_map)  # the same weights: [CLS] changes the map
+    with pytest.raises(ValueError, match=r"CvT's last stage projects \[CLS\] apart"):
+        build("sar_cvt_13", dense_cls=False)
 
 
 @pytest.mark.parametrize(

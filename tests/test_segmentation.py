@@ -117,6 +117,32 @@ def test_miou_against_the_formula_on_hand_made_maps():
         miou_from_areas(intersect_and_union(torch.zeros(2, 2), torch.full((2, 2), ignore), 5))
 
 
+def _mmseg_areas(pred: np.ndarray, label: np.ndarray, classes: int, ignore: int) -> np.ndarray:
+    """mmseg v0.13's `intersect_and_union`, from its published steps: drop the ignored pixels, then
+    `torch.histc(x, bins=classes, min=0, max=classes - 1)` of the hits, the predictions and the labels
+    (histc leaves out every value outside [min, max])."""
+    keep = label != ignore
+    pred, label = pred[keep], label[keep]
+
+    def histc(values: np.ndarray) -> np.ndarray:
+        inside = values[(values >= 0) & (values <= classes - 1)]
+        return np.bincount(inside.astype(np.int64), minlength=classes)
+
+    intersect, predicted, labelled = histc(pred[pred == label]), histc(pred), histc(label)
+    return np.stack([intersect, predicted + labelled - intersect, predicted, labelled])
+
+
+def test_labels_outside_the_classes_count_as_mmseg_counts_them():
+    """A label in [C, 255) (or negative) is neither ignored nor clamped into the last class: its pixel
+    counts in no class's labelled area, while its prediction still counts, as mmseg's histc does."""
+    rng = np.random.default_rng(0)
+    label = rng.choice([0, 1, 2, 3, 7, 200, 255, -1], size=(6, 9))
+    pred = rng.integers(0, 4, size=(6, 9))
+    got = intersect_and_union(torch.tensor(pred), torch.tensor(label), 4).numpy()
+    np.testing.assert_array_equal(got, _mmseg_areas(pred, label, 4, 255))
+    assert got[3].sum() == ((label >= 0) & (label < 4)).sum()  # 7, 200 and -1 are in no class
+
+
 # -------------------------------------------------------------------------------------------- pipeline
 
 
@@ -228,24 +254,29 @@ def _classifier_weights(last_block: str) -> dict[str, torch.Tensor]:
     return timm.create_model("sar_pvt_small", num_classes=3, last_block=last_block, **kwargs).state_dict()
 
 
-def _cfg(last_block: str):
+def _cfg(last_block: str, backbone_cls: bool = False):
+    segmentation = {"neck_channels": 8, "head_channels": 8, "dropout": 0.1, "backbone_cls": backbone_cls}
     return OmegaConf.create(
         {
             "model": "sar_pvt_small",
             "model_kwargs": OmegaConf.create(TINY_PVT),
             "last_block": last_block,
-            "protocol": {
-                "drop_path": 0.1,
-                "segmentation": {"neck_channels": 8, "head_channels": 8, "dropout": 0.1},
-            },
+            "protocol": {"drop_path": 0.1, "segmentation": segmentation},
         }
     )
 
 
-def test_the_backbone_is_the_upstream_classifier_but_its_head_and_final_norm():
+@pytest.mark.parametrize("backbone_cls", [False, True])
+def test_the_backbone_is_the_upstream_classifier_but_its_head_and_final_norm(backbone_cls):
+    """PVT's segmentation backbone ignores the classifier's cls_token (backbone_cls false, the protocol's
+    default): it is unused and gone, so that DDP sees no parameter without a gradient."""
     weights = _classifier_weights("sar")
-    model, unused = build_segmenter(_cfg("sar"), 4, weights, "upstream")
-    assert unused == ["head.bias", "head.weight", "norm.bias", "norm.weight"]
+    model, unused = build_segmenter(_cfg("sar", backbone_cls), 4, weights, "upstream")
+    cls = [] if backbone_cls else ["cls_token"]
+    assert unused == [*cls, "head.bias", "head.weight", "norm.bias", "norm.weight"]
+    assert model.backbone.dense_cls is backbone_cls
+    model(torch.randn(1, 3, 64, 64)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     backbone = model.backbone.state_dict()
     assert set(backbone) == set(weights) - set(unused)
     assert all(torch.equal(backbone[k], weights[k]) for k in backbone)
@@ -286,7 +317,8 @@ def test_resume_by_iteration_gives_the_same_final_metrics(upstream, monkeypatch)
     _, (run, _) = load_recipe(_downstream(upstream.parent, upstream))
     straight = train_run(OmegaConf.to_container(run.config), run.uid)
     assert straight["engine"] == "segmentation" and 0 <= straight["metrics"]["miou"] <= 100
-    assert straight["upstream_keys_unused"] == ["head.bias", "head.weight", "norm.bias", "norm.weight"]
+    unused = ["cls_token", "head.bias", "head.weight", "norm.bias", "norm.weight"]
+    assert straight["upstream_keys_unused"] == unused
     records = read_metrics(run.folder)
     assert [r["iteration"] for r in records] == [2, 4] and len(records[0]["val_per_class_iou"]) == 2
 

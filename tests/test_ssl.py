@@ -156,7 +156,7 @@ def test_multicrop_gives_each_crop_size_its_own_grid_of_S():
 
 def test_views_have_the_sizes_and_order_of_each_method():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    crops = augment.MultiCrop(64, (0.25, 1.0), 32, (0.05, 0.25), 3)(image)
+    crops = augment.MultiCrop(64, (0.25, 1.0), 32, (0.05, 0.25), 3, (0.1, 2.0))(image)
     assert [tuple(c.shape) for c in crops] == [(3, 64, 64)] * 2 + [(3, 32, 32)] * 3
-    views = augment.TwoViews(64, 0.08)(image)
+    views = augment.TwoViews(64, 0.08, (0.1, 2.0))(image)
     assert [tuple(v.shape) for v in views] == [(3, 64, 64)] * 2

@@ -1,4 +1,5 @@
-"""`train.amp`: bf16 autocast, fp16 autocast with a GradScaler (the paper's V100s have no bf16), or off.
+"""`protocol.amp`: bf16 autocast, fp16 autocast with a GradScaler (each method's own code runs fp16 or
+float32, see `recipes/protocol/`), or off.
 On the CPU training runs in float32 whatever the mode: autocast there is slower than it saves. The SAR
 loss is float32 in every mode (`sar.spatial_entropy` leaves autocast itself)."""
 

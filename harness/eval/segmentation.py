@@ -109,20 +109,23 @@ IGNORE_INDEX = 255  # ADE20K's "other" (label 0) after mmseg's reduce_zero_label
 
 def intersect_and_union(pred, label, num_classes: int, ignore_index: int = IGNORE_INDEX):
     """[4, num_classes] int64 areas of one batch (any shape; `pred` and `label` alike): intersection,
-    union, predicted, labelled, over the pixels whose label is not `ignore_index`. Counted by
+    union, predicted, labelled, over the pixels whose label is not `ignore_index`. As mmseg's `histc` over
+    [0, num_classes - 1], a label (or prediction) outside [0, num_classes) that is not the ignore index
+    counts in no class's labelled (predicted) area, while that pixel's prediction still counts. Counted by
     scatter-add on the labels' device, without reading anything back, so sums over images stay there."""
-    pred, label = torch.as_tensor(pred).flatten(), torch.as_tensor(label).flatten()
+    pred, label = torch.as_tensor(pred).flatten().long(), torch.as_tensor(label).flatten().long()
     if pred.shape != label.shape:
         raise ValueError(f"pred and label must have as many pixels, got {pred.numel()} and {label.numel()}")
-    valid = (label != ignore_index).long()
-    label = label.long().clamp(0, num_classes - 1)  # ignored pixels land anywhere with weight 0
-    pred = pred.long()
+    valid = label != ignore_index
+    labelled = (valid & (label >= 0) & (label < num_classes)).long()
+    predicted = (valid & (pred >= 0) & (pred < num_classes)).long()
+    label_at, pred_at = label.clamp(0, num_classes - 1), pred.clamp(0, num_classes - 1)  # weight 0 outside
     areas = torch.zeros(3, num_classes, dtype=torch.long, device=label.device)
-    areas[0].scatter_add_(0, label, valid * (pred == label).long())
-    areas[1].scatter_add_(0, pred, valid)
-    areas[2].scatter_add_(0, label, valid)
-    intersect, predicted, labelled = areas
-    return torch.stack([intersect, predicted + labelled - intersect, predicted, labelled])
+    areas[0].scatter_add_(0, label_at, labelled * predicted * (pred == label).long())
+    areas[1].scatter_add_(0, pred_at, predicted)
+    areas[2].scatter_add_(0, label_at, labelled)
+    intersect, predicted_area, labelled_area = areas
+    return torch.stack([intersect, predicted_area + labelled_area - intersect, predicted_area, labelled_area])
 
 
 def miou_from_areas(areas) -> dict:

@@ -1,5 +1,7 @@
 """The segmenter of a run: the upstream classifier's architecture (model, model_kwargs, last block) with
-the upstream checkpoint's weights, pruned to its stage maps, under a Semantic FPN.
+the upstream checkpoint's weights, pruned to its stage maps, under a Semantic FPN. The [CLS] stage's map
+comes from its patch tokens alone unless protocol.segmentation.backbone_cls (PVT's segmentation backbone
+ignores the classifier's `cls_token`; it is then among the unused keys).
 
 The checkpoint must fit the whole classifier but its head (checked key by key, shapes included: a SAR
 checkpoint into a standard last block is refused naming `norm2`), and only then are the final norm and
@@ -25,12 +27,15 @@ def build_segmenter(
         num_classes=1,  # any head: its keys are skipped, then pruned
         last_block=cfg.last_block,
         drop_path_rate=cfg.protocol.drop_path,
+        dense_cls=seg.backbone_cls,
         **OmegaConf.to_container(cfg.model_kwargs),
     )
     checkpoint.load_weights(backbone, weights, source, skip=checkpoint.classifier_keys(backbone))
     stages = len(backbone.feature_info)
     before = set(backbone.state_dict())
     backbone.prune_intermediate_layers(stages, prune_norm=True, prune_head=True)
+    if not seg.backbone_cls:  # the maps never read [CLS]; an unused parameter would stop DDP
+        backbone.cls_token = None
     unused = sorted(before - set(backbone.state_dict()))
     model = SemanticFPN(
         backbone,

@@ -1,9 +1,9 @@
 """The pre-training augmentations of each method's own code, written for any crop size: MoCo-v3's two
 asymmetric views (`main_moco.py`, BYOL's recipe) and DINO's multi-crop (`DataAugmentationDINO`); the linear
-probes' RandomResizedCrop + flip is the core's transform under the probe protocols. Blur radii are in pixels
-of a 224-px crop in both codes; they scale with the crop here, so that a 64-px local-scale crop is blurred
-as much, relative to its size, as a 224-px one. Every random draw comes from the global generators, which
-`SeededDataset` seeds per sample."""
+probes' RandomResizedCrop + flip is the core's transform under the probe protocols. Both codes draw the
+blur radius from one range, in pixels, for every crop whatever its size (`utils.GaussianBlur`'s 0.1-2.0 in
+DINO, `GaussianBlur([.1, 2.])` in MoCo-v3): the protocol's `blur_radius`. Every random draw comes from the
+global generators, which `SeededDataset` seeds per sample."""
 
 import random
 from collections.abc import Callable
@@ -12,7 +12,6 @@ from PIL import Image, ImageFilter
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 
-REFERENCE_SIZE = 224  # the crop size the official blur radii are given for
 BICUBIC = T.InterpolationMode.BICUBIC
 
 
@@ -37,16 +36,12 @@ def _color() -> list[Callable]:
     return [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), T.RandomGrayscale(p=0.2)]
 
 
-def _radius(size: int) -> tuple[float, float]:
-    return 0.1 * size / REFERENCE_SIZE, 2.0 * size / REFERENCE_SIZE
-
-
 class TwoViews:
     """MoCo-v3's views: view 1 always blurred, view 2 blurred with p = 0.1 and solarized with p = 0.2."""
 
-    def __init__(self, size: int, crop_min: float) -> None:
+    def __init__(self, size: int, crop_min: float, blur_radius: tuple[float, float]) -> None:
         crop = T.RandomResizedCrop(size, scale=(crop_min, 1.0))  # bilinear: torchvision's default
-        radius = _radius(size)
+        radius = tuple(blur_radius)
         self.first = T.Compose([crop, *_color(), Blur(1.0, radius), T.RandomHorizontalFlip(), _normalize()])
         solarize = T.RandomApply([T.RandomSolarize(128, p=1.0)], p=0.2)
         self.second = T.Compose(
@@ -68,16 +63,17 @@ class MultiCrop:
         local_size: int,
         local_scale: tuple[float, float],
         local_number: int,
+        blur_radius: tuple[float, float],
     ) -> None:
         flip_and_color = [T.RandomHorizontalFlip(p=0.5), *_color()]
         crop = T.RandomResizedCrop(global_size, scale=tuple(global_scale), interpolation=BICUBIC)
-        radius = _radius(global_size)
+        radius = tuple(blur_radius)
         self.global1 = T.Compose([crop, *flip_and_color, Blur(1.0, radius), _normalize()])
         self.global2 = T.Compose(
             [crop, *flip_and_color, Blur(0.1, radius), T.RandomSolarize(128, p=0.2), _normalize()]
         )
         small = T.RandomResizedCrop(local_size, scale=tuple(local_scale), interpolation=BICUBIC)
-        self.local = T.Compose([small, *flip_and_color, Blur(0.5, _radius(local_size)), _normalize()])
+        self.local = T.Compose([small, *flip_and_color, Blur(0.5, radius), _normalize()])
         self.local_number = local_number
 
     def __call__(self, image: Image.Image) -> list:

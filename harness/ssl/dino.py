@@ -41,7 +41,10 @@ class Head(nn.Module):
         norm.requires_grad = not norm_last_layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1, p=2))
+        """Float32 under any autocast: the outputs are divided by temperatures of 0.04-0.1, and DINO's
+        prototypes are 65,536 logits whose softmax half precision would coarsen."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self.last_layer(F.normalize(self.mlp(x.float()), dim=-1, p=2))
 
 
 class MultiCrop(nn.Module):
@@ -71,6 +74,14 @@ class MultiCrop(nn.Module):
             features.append(self.backbone.forward_head(tokens))
             start = end
         return self.head(torch.cat(features)), maps
+
+
+def prepare_backbone(model: nn.Module) -> nn.Module:
+    """DINO's `VisionTransformer.__init__` on a timm ViT: [CLS] ~ trunc_normal(std 0.02) where timm draws
+    N(0, 1e-6); the rest of its initialisation is timm's already (position embedding trunc_normal 0.02,
+    linears trunc_normal 0.02 with zero biases, LayerNorms 1 and 0)."""
+    trunc_normal_(model.cls_token, std=0.02)
+    return model
 
 
 def teacher_of(student: MultiCrop, backbone: nn.Module) -> MultiCrop:
@@ -103,7 +114,12 @@ class Loss(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """`student`: the head outputs of every crop, crop after crop; `teacher`: the global crops'."""
+        """`student`: the head outputs of every crop, crop after crop; `teacher`: the global crops'.
+        Float32 under any autocast, as the head."""
+        with torch.autocast(student.device.type, enabled=False):
+            return self._forward(student, teacher, teacher_temp)
+
+    def _forward(self, student: torch.Tensor, teacher: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         crops = student.float().div(self.student_temp).chunk(self.crops)
         targets = F.softmax((teacher.float() - self.center) / teacher_temp, dim=-1).chunk(GLOBAL_CROPS)
         total, pairs = student.new_zeros((), dtype=torch.float32), 0

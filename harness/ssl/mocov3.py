@@ -1,8 +1,8 @@
 """MoCo-v3 (Chen et al. 2021; facebookresearch/moco-v3 `moco/builder.py`, `vits.py`): a base encoder with
-a 3-layer projector and a 2-layer predictor, a momentum encoder (backbone + projector) following it, and
-the symmetrised InfoNCE loss over the keys of every process, scaled by 2 tau. The ViT keeps MoCo-v3's
-changes to the model: a fixed 2-D sin-cos position embedding, a frozen random patch projection
-(`--stop-grad-conv1`) and its initialisation."""
+a 3-layer projector and a 2-layer predictor (each ending in a BN without affine, as `MoCo_ViT` builds
+them), a momentum encoder (backbone + projector) following it, and the symmetrised InfoNCE loss over the
+keys of every process, scaled by 2 tau. The ViT keeps MoCo-v3's changes to the model: a fixed 2-D sin-cos
+position embedding, a frozen random patch projection (`--stop-grad-conv1`) and its initialisation."""
 
 import copy
 import math
@@ -13,18 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mlp(layers: int, dim_in: int, hidden: int, dim_out: int, last_bn: bool) -> nn.Sequential:
-    """MoCo-v3's `_build_mlp`: Linear (no bias) + BN + ReLU between layers, a BN without affine after the
-    last one where `last_bn` (the projector), none after it otherwise (the predictor)."""
+def mlp(layers: int, dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
+    """MoCo-v3's `_build_mlp` as its ViT uses it for both the projector (3 layers) and the predictor (2
+    layers): Linear (no bias) + BN + ReLU between layers and a BN without affine after the last Linear
+    (`last_bn=True`, the default; only `MoCo_ResNet`'s predictor passes False). Source:
+    facebookresearch/moco-v3 `moco/builder.py`, `MoCo._build_mlp` and
+    `MoCo_ViT._build_projector_and_predictor_mlps`."""
     modules: list[nn.Module] = []
     for layer in range(layers):
         first = dim_in if layer == 0 else hidden
         last = layer == layers - 1
         modules.append(nn.Linear(first, dim_out if last else hidden, bias=False))
-        if not last:
-            modules += [nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
-        elif last_bn:
+        if last:
             modules.append(nn.BatchNorm1d(dim_out, affine=False))
+        else:
+            modules += [nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
     return nn.Sequential(*modules)
 
 
@@ -79,8 +82,8 @@ class MoCo(nn.Module):
         super().__init__()
         self.temperature = temperature
         self.backbone = backbone
-        self.projector = mlp(3, backbone.embed_dim, mlp_dim, dim, last_bn=True)
-        self.predictor = mlp(2, dim, mlp_dim, dim, last_bn=False)
+        self.projector = mlp(3, backbone.embed_dim, mlp_dim, dim)
+        self.predictor = mlp(2, dim, mlp_dim, dim)
         self.momentum_backbone = copy.deepcopy(backbone)
         self.momentum_projector = copy.deepcopy(self.projector)
         for param in self.momentum_parameters():

@@ -2,6 +2,7 @@
 `forward_head`, `reset_classifier`, `forward_intermediates`, `prune_intermediate_layers`,
 `set_grad_checkpointing` and `timm.create_model(..., features_only=True)`."""
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -352,10 +353,16 @@ class PyramidModel(ClsHeadModel):
     """A pyramid (PVT, CvT): stages of embedding and blocks at falling resolution; [CLS] joins stage
     `cls_stage` (the last), whose tokens end in the final norm. Subclasses implement `stage_embeds()` (the
     per-stage embeddings, each `x -> (tokens, grid)`) and `keep_stages(n)` (drop all but the first n
-    stages with everything per stage), and may add a position embedding per stage (`stage_position`)."""
+    stages with everything per stage), and may add a position embedding per stage (`stage_position`).
+
+    `dense_cls`: whether the [CLS] stage's feature map (`forward_intermediates`, `features_only`) comes
+    from that stage run with [CLS] among its tokens, as the classifier runs it, or from the stage run on
+    its patch tokens alone (the [CLS] entry of its position embedding left out), as PVT's official
+    segmentation backbone does. The final tokens and S always come from the classifier's pass."""
 
     stages: nn.ModuleList
     cls_stage: int
+    dense_cls: bool = True
     pos_drop: nn.Module
     norm: nn.Module
 
@@ -389,35 +396,61 @@ class PyramidModel(ClsHeadModel):
         take: Sequence[int] = (),
         norm: bool = False,
         stop: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        final: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor]]:
         """The stages up to `stop`: the last one's output (the final tokens after the final norm once the
-        [CLS] stage ran, else its map), S, and the maps `[B, C, h, w]` of the stages in `take`. Each
-        stage's grid is the one its embedding produced from this input; the [CLS] stage's map leaves
-        [CLS] out and is the one before the final norm unless `norm`."""
+        [CLS] stage ran, else its map; None where `final` is False and only the maps were wanted), S, and
+        the maps `[B, C, h, w]` of the stages in `take`. Each stage's grid is the one its embedding
+        produced from this input; the [CLS] stage's map leaves [CLS] out (see `dense_cls`) and is the one
+        before the final norm unless `norm`."""
         self.check_input(x)
         S, maps = None, []
         for i, (embed, blocks) in enumerate(zip(self.stage_embeds(), self.stages, strict=True)):
             if stop is not None and i > stop:
                 break
-            tokens, grid, S = self._run_stage(i, embed, blocks, x, with_similarity)
-            if i == self.cls_stage:
+            if i != self.cls_stage:
+                tokens, grid, _ = self._run_stage(i, embed, blocks, x, False, True)
+                x = fmap = self._to_map(tokens, grid)
+                if i in take:
+                    maps.append(fmap)
+                continue
+            dense = None
+            if i in take and not self.dense_cls:  # the patch tokens alone, as a segmentation backbone
+                dense, grid, _ = self._run_stage(i, embed, blocks, x, False, False)
+            if final or dense is None:
+                tokens, grid, S = self._run_stage(i, embed, blocks, x, with_similarity, True)
+                dense = tokens if dense is None else dense
                 x = self.norm(tokens)
-                fmap = self.patch_grid(x if norm else tokens, grid)
             else:
-                x = fmap = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+                x = None
             if i in take:
-                maps.append(fmap)
+                patches = dense[:, -math.prod(grid) :]
+                maps.append(self._to_map(self.norm(patches) if norm else patches, grid))
         return x, S, maps
 
+    @staticmethod
+    def _to_map(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+
     def _run_stage(
-        self, i: int, embed: nn.Module, blocks: nn.ModuleList, x: torch.Tensor, with_similarity: bool
+        self,
+        i: int,
+        embed: nn.Module,
+        blocks: nn.ModuleList,
+        x: torch.Tensor,
+        with_similarity: bool,
+        cls: bool,
     ) -> tuple[torch.Tensor, Grid, torch.Tensor | None]:
-        """Stage i's tokens `[B, (1 +) h*w, C]`, their grid, and S (from the [CLS] stage only)."""
+        """Stage i's tokens `[B, (1 +) h*w, C]`, their grid, and S (from the [CLS] stage only). With `cls`
+        False the [CLS] stage runs on its patch tokens alone, its position embedding without [CLS]'s
+        entry (PVT's segmentation backbone: `pos_embed4[:, 1:]`)."""
         x, grid = embed(x)
-        has_cls = i == self.cls_stage
+        has_cls = cls and i == self.cls_stage
         if has_cls:
             x = self.prepend_cls(x)
         pos = self.stage_position(i, grid)
+        if pos is not None and i == self.cls_stage and not has_cls:
+            pos = pos[:, 1:]
         x = self.pos_drop(x if pos is None else x + pos)
         for block in blocks[:-1]:
             x = self.checkpointed(block, x, grid)
@@ -439,7 +472,8 @@ class PyramidModel(ClsHeadModel):
         run)."""
         self.check_output_fmt(output_fmt, ("NCHW",))
         take, last = self.take_indices(len(self.stages), indices, "stages")
-        x, _, maps = self.run_stages(x, take=take, norm=norm, stop=last if stop_early else None)
+        stop = last if stop_early else None
+        x, _, maps = self.run_stages(x, take=take, norm=norm, stop=stop, final=not intermediates_only)
         return maps if intermediates_only else (x, maps)
 
     def prune_intermediate_layers(

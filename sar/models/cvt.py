@@ -132,8 +132,14 @@ class ConvolutionalVisionTransformer(PyramidModel):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         last_block: LastBlock = "sar",
+        dense_cls: bool = True,
     ) -> None:
         super().__init__()
+        if not dense_cls:
+            raise ValueError(
+                "CvT's last stage projects [CLS] apart from its token map in every block and has no "
+                "official backbone without it: dense_cls must be True"
+            )
         check_stages(
             patch_sizes=patch_sizes,
             patch_strides=patch_strides,

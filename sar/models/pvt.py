@@ -4,7 +4,8 @@ Facts from the official code: four stages of patch embedding (conv with kernel =
 LayerNorm eps 1e-5), widths 64/128/320/512, heads 1/2/5/8, MLP ratios 8/8/4/4, depths 3/4/6/3 and
 spatial-reduction attention (keys and values from a conv with kernel = stride = 8/4/2/1, then LayerNorm eps
 1e-5); a learned position embedding per stage; the [CLS] token joins in the last stage only, whose grid is
-7x7 at 224, so S is 7x7. Blocks and the final norm use LayerNorm eps 1e-6. 24.5M parameters, 3.8 GMACs.
+7x7 at 224, so S is 7x7 (PVT's segmentation backbone leaves [CLS] out: `dense_cls`). Blocks and the final
+norm use LayerNorm eps 1e-6. 24.5M parameters, 3.8 GMACs.
 
 Other input sizes (multiples of 32 for PVT-Small, where every stage's patch grid and spatial reduction
 divide exactly): each stage's position embedding is resized bilinearly to that stage's grid, as the
@@ -96,9 +97,11 @@ class SRAttention(FusedAttentionOutput):
 
 class PyramidVisionTransformer(PyramidModel):
     """PVT v1: four stages of patch embedding, position embedding and spatial-reduction blocks; [CLS]
-    joins the last. Its feature maps (`forward_intermediates`, `features_only`) have the strides of the
-    official segmentation backbone, 4/8/16/32; the last stage still runs with [CLS] (the SAR block intact)
-    and its map leaves [CLS] out, as that backbone's does."""
+    joins the last. Its feature maps (`forward_intermediates`, `features_only`) are those of the official
+    segmentation backbone (whai362/PVT, `segmentation/pvt.py`): strides 4/8/16/32, stage 4 run on its
+    patch tokens alone with its position embedding's [CLS] entry left out (`pos_embed4[:, 1:]`), the
+    classifier's `cls_token` unused. `dense_cls=True` runs stage 4 with [CLS] for the maps instead, as the
+    classifier does (the SAR last block sees the same token set as in pre-training)."""
 
     def __init__(
         self,
@@ -116,6 +119,7 @@ class PyramidVisionTransformer(PyramidModel):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         last_block: LastBlock = "sar",
+        dense_cls: bool = False,
     ) -> None:
         super().__init__()
         check_stages(
@@ -130,6 +134,7 @@ class PyramidVisionTransformer(PyramidModel):
             raise ValueError("the last stage holds the [CLS] token and must have sr_ratio 1")
         self.img_size = img_size
         self.last_block = last_block
+        self.dense_cls = dense_cls
         dpr = iter(drop_path_rates(drop_path_rate, sum(depths)))
         self.patch_embeds = nn.ModuleList()
         self.pos_embeds = nn.ParameterList()
