@@ -124,7 +124,9 @@ def per_process_batch(cfg: DictConfig, world: distributed.World) -> int:
     return cfg.protocol.batch_size // world.size
 
 
-def seeded_loader(cfg: DictConfig, train: Dataset, sampler: Sampler, per_process: int) -> DataLoader:
+def seeded_loader(
+    cfg: DictConfig, train: Dataset, sampler: Sampler, per_process: int, drop_last: bool = True
+) -> DataLoader:
     """A training DataLoader whose samples are seeded by their position (SeededDataset, `sampler` a
     SeededSampler), so that its numbers do not depend on the worker count."""
     workers = cfg.data.num_workers
@@ -134,16 +136,17 @@ def seeded_loader(cfg: DictConfig, train: Dataset, sampler: Sampler, per_process
         sampler=sampler,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
-        drop_last=True,
+        drop_last=drop_last,
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
 def train_loader(
-    cfg: DictConfig, train: Dataset, world: distributed.World
+    cfg: DictConfig, train: Dataset, world: distributed.World, drop_last: bool = True
 ) -> tuple[DataLoader, SeededSampler]:
-    """The train loader and its sampler (whose `set_epoch` each epoch calls)."""
+    """The train loader and its sampler (whose `set_epoch` each epoch calls). `drop_last`: the last
+    partial batch is dropped (every pre-training code) or trained on (the linear probes' codes)."""
     per_process = per_process_batch(cfg, world)
     # the same on every rank; hashed, since samplers seed with seed + epoch and runs' seeds are 0, 1, 2...
     order_seed = int(np.random.SeedSequence([cfg.seed % 2**64, 0x5A3]).generate_state(1)[0])
@@ -155,10 +158,10 @@ def train_loader(
         )
     else:
         order = DistributedSampler(
-            train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=True
+            train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=drop_last
         )
     sampler = SeededSampler(order, cfg.seed, world.rank)
-    loader = seeded_loader(cfg, train, sampler, per_process)
+    loader = seeded_loader(cfg, train, sampler, per_process, drop_last)
     if len(loader) == 0:
         raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")
     return loader, sampler
