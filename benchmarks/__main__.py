@@ -20,6 +20,7 @@ BENCHES = {
     "models": "bench_models",
     "report": "bench_report",
     "recipes": "bench_recipes",
+    "attach": "bench_attach",
 }
 # run only when named (minutes of training): `python -m benchmarks local`
 ON_REQUEST = {"local": "bench_local"}
