@@ -427,7 +427,7 @@ class Bench:
 
     def new_core(self, net: nn.Module, optimizer: Optimizer, losses: Callable[[], Losses]) -> Loop:
         """The harness's step: sums on the device, the step skipped on the device, a host read per window."""
-        totals = StepTotals(self.device, max_nonfinite=10)
+        totals = StepTotals(self.device, max_nonfinite=10, state={})
 
         def step() -> None:
             loss, ce, aux = losses()

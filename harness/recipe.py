@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
 import sar  # noqa: F401  (registers the SAR-ready models with timm)
-from harness.config import RECIPES_DIR, RecipeError, runs_root
+from harness.config import RECIPES_DIR, RecipeError, bounds, runs_root
 from harness.config.compose import compose_recipe
 from harness.config.overrides import Setting, apply, parse
 from harness.config.schema import Loss, Run, identity_of
@@ -28,6 +28,7 @@ from harness.data import DATASETS, EVALUATION_ONLY
 from harness.data.synthetic import MAX_CLASSES
 from harness.eval import EVALUATIONS, METRICS
 from harness.ssl import PRETRAINING_ENGINES
+from harness.text import shown
 from sar.models import LAST_BLOCKS, LOCAL_KWARGS, MODEL_NAMES
 from sar.models.base import SIMILARITIES
 
@@ -65,6 +66,7 @@ LOSS_VARIANTS = ("entropy", "tv")
 LOSS_SCHEDULES = ("constant", "warmup_cosine")
 LAUNCHERS = ("auto", "slurm", "local", "inline")
 PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+SHOWN_KWARGS = 12  # model arguments an error message names
 
 
 @dataclass
@@ -105,8 +107,8 @@ def _synthetic_seed(dataset: str) -> int:
 class _Blame:
     """Where a bad value came from: the override(s) that set the key, else the recipe's row."""
 
-    def __init__(self, path: Path, row: str, point: tuple[Setting, ...]) -> None:
-        self.path, self.row, self.point = path, row, point
+    def __init__(self, path: Path, row: str, point: tuple[Setting, ...], note: str = "") -> None:
+        self.path, self.row, self.point, self.note = path, row, point, note  # note: " at local scale"
 
     def __call__(self, *keys: str) -> str:
         texts = [
@@ -116,8 +118,8 @@ class _Blame:
         ]
         if texts:
             shown = ", ".join(repr(t) for t in dict.fromkeys(texts))
-            return f"override {shown} (row '{self.row}' of {self.path})"
-        return f"{self.path}: row '{self.row}'"
+            return f"override {shown} (row '{self.row}' of {self.path}){self.note}"
+        return f"{self.path}: row '{self.row}'{self.note}"
 
 
 def _check_values(run: dict[str, Any], blame: _Blame) -> None:
@@ -200,9 +202,11 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
         checks.append(
             (features in PROBE_FEATURES, "protocol.probe.features", features, " | ".join(PROBE_FEATURES))
         )
-    for ok, key, value, expected in checks:
-        if not ok:
-            raise RecipeError(f"{blame(key)}: key '{key}': got {value!r}, expected {expected}")
+    problems = [(key, bounds.got(value, expected)) for ok, key, value, expected in checks if not ok]
+    problems += bounds.run_values(run)
+    if problems:
+        key, problem = problems[0]
+        raise RecipeError(f"{blame(key)}: key '{key}': {problem}")
 
 
 def _segmentation_checks(run: dict[str, Any]) -> list[tuple[bool, str, Any, str]]:
@@ -262,10 +266,12 @@ def _check_model(run: dict[str, Any], blame: _Blame) -> None:
     kwargs = {**run["model_kwargs"], "drop_path_rate": run["protocol"]["drop_path"]}
     error = _build_error(run["model"], hashable(kwargs), run["data"]["input_size"])
     if error:
-        shown = ", ".join(f"{k}={v!r}" for k, v in run["model_kwargs"].items())
+        kwargs = ", ".join(f"{k}={shown(v)}" for k, v in list(run["model_kwargs"].items())[:SHOWN_KWARGS])
+        more = len(run["model_kwargs"]) - SHOWN_KWARGS
+        kwargs += f", and {more} more" if more > 0 else ""
         raise RecipeError(
             f"{blame('model', 'model_kwargs', 'last_block', 'data.input_size')}: key 'model_kwargs': "
-            f"{run['model']}({shown}) at {run['data']['input_size']} px cannot be built: {error}"
+            f"{run['model']}({kwargs}) at {run['data']['input_size']} px cannot be built: {error}"
         )
 
 
@@ -423,7 +429,23 @@ def _uid_of(identity_data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def _check_recipe(recipe: DictConfig, path: Path) -> None:
+def _recipe_source(path: Path, overrides: list[str], key: str) -> str:
+    """Where a recipe-level value came from: the last override that set its key, else the file."""
+    texts = [text for text in overrides if _overlap(text.lstrip("+~").split("=")[0], key)]
+    return f"override {texts[-1]!r} ({path})" if texts else str(path)
+
+
+def _overlap(set_key: str, key: str) -> bool:
+    return set_key == key or key.startswith(set_key + ".") or set_key.startswith(key + ".")
+
+
+def _check_recipe(recipe: DictConfig, path: Path, overrides: list[str]) -> None:
+    problems = bounds.seeds(list(recipe.seeds), "seeds")
+    if recipe.scale == "local":
+        problems += bounds.local_block(OmegaConf.to_container(recipe.local))
+    if problems:
+        key, problem = problems[0]
+        raise RecipeError(f"{_recipe_source(path, overrides, key)}: key '{key}': {problem}")
     for key in ("name", "store"):
         value = recipe[key]
         if value is not None and not PLAIN_NAME.fullmatch(value):
@@ -486,8 +508,9 @@ def _check_engine(recipe: DictConfig, row: DictConfig, path: Path) -> None:
 
 
 def _upstream_recipe(path: Path, name: str, source: str) -> Path:
-    """`from.recipe` as a file: a path, else a recipe name beside this recipe, else in recipes/."""
-    candidates = [Path(name), path.parent / f"{name}.yaml", RECIPES_DIR / f"{name}.yaml"]
+    """`from.recipe` as a file: a path (a relative one from this recipe's folder), else a recipe name beside
+    this recipe, else in recipes/."""
+    candidates = [path.parent / name, path.parent / f"{name}.yaml", RECIPES_DIR / f"{name}.yaml"]
     found = next((c for c in candidates if c.suffix == ".yaml" and c.is_file()), None)
     if found is None:
         known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
@@ -527,8 +550,8 @@ def _link_upstream(run: dict[str, Any], upstream: ResolvedRun, source: str, blam
         mine, theirs = _at(run, key), _at(upstream_run, key)
         if hashable(mine) != hashable(theirs):  # a tuple of the local kwargs reads back as a list
             raise RecipeError(
-                f"{blame(key)}: key '{key}': got {mine!r}, but the run it consumes (row '{up.row}' of "
-                f"{up.recipe_file}) has {theirs!r}: a {run['engine']} run keeps the upstream's"
+                f"{blame(key)}: key '{key}': got {shown(mine)}, but the run it consumes (row '{up.row}' of "
+                f"{up.recipe_file}) has {shown(theirs)}: a {run['engine']} run keeps the upstream's"
             )
     if run["engine"] == "evaluate":
         run["data"]["synthetic"] = OmegaConf.to_container(up.data.synthetic)
@@ -586,7 +609,7 @@ def load_recipe(
     recipe, protocols = compose_recipe(path, parsed.recipe, parsed.protocols)
     if recipe.seeds is None:
         recipe.seeds = list(recipe.local.seeds) if recipe.scale == "local" else [0]
-    _check_recipe(recipe, path)
+    _check_recipe(recipe, path, parsed.recipe)
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     runs: dict[str, ResolvedRun] = {}
     for point in parsed.points:
@@ -603,7 +626,6 @@ def load_recipe(
             run = _resolve_row(recipe, row, protocol, path, sha256)
             blame = _Blame(path, row.id, point)
             apply(run, point, row.id)
-            _anchor_folders(run)
             if not run["loss"]["sar"]:  # an unused lambda must not make two identical runs look different
                 run["loss"].update(weight=0.0, schedule="constant", warmup_epochs=0)
             if not run["loss"]["drloc_weight"]:
@@ -611,8 +633,11 @@ def load_recipe(
             if not run["loss"]["sar"] or run["engine"] != "dino":  # only DINO has crops of two sizes
                 run["loss"]["crops"] = Loss.crops
             _check_values(run, blame)
+            _anchor_folders(run)
             if recipe.scale == "local":
                 _to_local(run, recipe.local)
+                blame = _Blame(path, row.id, point, " at local scale")
+                _check_values(run, blame)  # what local scaling made of the run
             _check_model(run, blame)
             seeds = [run["seed"]] if any(s.key == "seed" for s in point) else list(recipe.seeds)
             upstreams: dict[int, ResolvedRun | None] = dict.fromkeys(seeds)

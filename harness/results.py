@@ -127,6 +127,17 @@ def non_finite(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name} is {value}" for name, value in metrics.items() if not math.isfinite(value))
 
 
+def diverged(result: dict[str, Any], max_skipped_fraction: float) -> str:
+    """Why a finished run's result is no result ("" if it is one): a metric that is not finite, or more
+    than `max_skipped_fraction` of its optimizer steps skipped for non-finite values."""
+    reasons = [non_finite(result["metrics"])]
+    steps, skipped = result.get("steps", 0), result.get("skipped_steps", 0)
+    if steps and skipped > max_skipped_fraction * steps:
+        share = f"{100 * skipped / steps:.0f} %, above train.max_skipped_fraction={max_skipped_fraction:g}"
+        reasons.append(f"{skipped} of {steps} optimizer steps skipped for non-finite values ({share})")
+    return "; ".join(reason for reason in reasons if reason)
+
+
 def _metrics_line(result: dict[str, Any]) -> str:
     """`top1 45.20 (best 46.10), top5 80.00` or `imagenet_a_top1 22.39, mce 51.60`: a result in a line."""
     best = result.get("best", {})

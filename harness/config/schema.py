@@ -254,6 +254,8 @@ class Evaluation:
 @dataclass
 class Train:
     max_nonfinite_steps: int = incidental(10)  # consecutive non-finite losses before the run fails
+    # a run that skipped more of its optimizer steps for non-finite values ends failed (diverged), not done
+    max_skipped_fraction: float = incidental(0.1)
     eval_every: int = computed(1)  # decides which epochs are evaluated, hence the best top-1
     amp: str = computed("bf16")  # bf16 | fp16 (with a GradScaler: V100s have no bf16) | off; CUDA only
     log_every: int = incidental(50)  # steps between host syncs: the finiteness check, loss logging

@@ -4,6 +4,7 @@ heartbeat, the provenance record, and a failure file per rank saying why it stop
 import contextlib
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from harness.core.data import RunFailed
 from harness.core.rng import resume_rng_state
 from harness.lifecycle import RunLocked, trainer_lock
 from harness.provenance import record_start
-from harness.results import CHECKPOINT, atomic_write_json, run_dir, touch_heartbeat, write_config
+from harness.results import CHECKPOINT, atomic_write_json, diverged, run_dir, touch_heartbeat, write_config
 
 Engine = Callable[[DictConfig, str, distributed.World, Path], dict[str, Any]]
 
@@ -76,6 +77,8 @@ def run_job(engine: Engine, config: dict[str, Any], uid: str) -> dict[str, Any]:
                 write_config(folder, cfg)
                 touch_heartbeat(folder, world.job_id)
             result = engine(cfg, uid, world, folder)
+            if why := diverged(result, cfg.train.max_skipped_fraction):  # a number, but not a result
+                raise RunFailed(f"diverged: {why} (no result.json; the epochs are in metrics.jsonl)")
             if world.is_main:
                 atomic_write_json(folder / "result.json", result)
             return result
@@ -85,7 +88,13 @@ def run_job(engine: Engine, config: dict[str, Any], uid: str) -> dict[str, Any]:
         reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
         name = "failure.json" if world.is_main else f"failure-rank{world.rank}.json"
         record = {"reason": reason, "rank": world.rank, "host": socket.gethostname(), "time": time.time()}
-        atomic_write_json(folder / name, {**record, "traceback": traceback.format_exc()})
+        try:
+            atomic_write_json(folder / name, {**record, "traceback": traceback.format_exc()})
+        except OSError as unwritable:  # a read-only folder must not hide why the run failed
+            print(
+                f"{folder / name} could not be written ({unwritable}); the run failed: {reason}",
+                file=sys.stderr,
+            )
         raise
     finally:
         distributed.teardown()

@@ -5,6 +5,7 @@ the run if the loss stayed non-finite too long. DeiT, DINO and MoCo-v3 call `.it
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -34,15 +35,27 @@ def scaled_lr(protocol: DictConfig) -> float:
     return p.lr * p.batch_size / p.lr_batch_ref if p.lr_batch_ref else p.lr
 
 
-class StepTotals:
-    """Per-window sums of the step losses, kept on the device, and the streak of non-finite steps."""
+STREAK, STEPS, SKIPPED = "nonfinite_streak", "steps", "skipped_steps"  # what StepTotals keeps in `state`
 
-    def __init__(self, device: torch.device, max_nonfinite: int, losses: tuple[str, ...] = LOSSES) -> None:
-        self.device, self.max_nonfinite = device, max_nonfinite
+
+class StepTotals:
+    """Per-window sums of the step losses, kept on the device, and the run's counts: its optimizer steps,
+    those skipped, and the streak of non-finite steps, which spans windows, epochs and resumes (a run of
+    epochs shorter than `train.max_nonfinite_steps` fails too). The counts live in the run's `state`, which
+    every engine checkpoints: they are updated there at each read."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        max_nonfinite: int,
+        state: dict[str, Any],
+        losses: tuple[str, ...] = LOSSES,
+    ) -> None:
+        self.device, self.max_nonfinite, self.state = device, max_nonfinite, state
         self.names = (*losses, "steps", "skipped")
         self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
-        self.streak = torch.zeros((), device=device)
-        self.longest = torch.zeros((), device=device)
+        self.streak = torch.full((), float(state.get(STREAK, 0)), device=device)
+        self.longest = self.streak.clone()
 
     def add(self, *losses_then_bad: torch.Tensor) -> None:
         """The step's losses (scalars, in the order of `losses`), then `bad` (0. or 1., on the device), which
@@ -56,20 +69,30 @@ class StepTotals:
 
     def read(self, world: distributed.World, where: str) -> dict[str, float]:
         """The window's sums over every rank (one host sync), then a fresh window; raises RunFailed if the
-        loss was non-finite `train.max_nonfinite_steps` steps in a row."""
+        loss was non-finite `train.max_nonfinite_steps` steps in a row. ("steps" counts the steps taken,
+        "skipped" those skipped.)"""
         sums, longest = self.sums.clone(), self.longest.clone()
         if world.size > 1:
             all_reduce(sums)
             all_reduce(longest, op=ReduceOp.MAX)
-        *read, streak = torch.cat([sums, longest.double()[None]]).tolist()  # the one read from the device
+        read = torch.cat([sums, longest.double()[None], self.streak.double()[None]]).tolist()  # the one read
+        *read, longest_streak, streak = read
         values = dict(zip(self.names, read, strict=True))
         values["steps"] /= world.size
         values["skipped"] /= world.size
-        if streak >= self.max_nonfinite:
-            raise RunFailed(f"the loss was non-finite for {int(streak)} steps in a row ({where})")
+        if longest_streak >= self.max_nonfinite:
+            raise RunFailed(f"the loss was non-finite for {int(longest_streak)} steps in a row ({where})")
+        self.state[STREAK] = int(streak)
+        self.state[STEPS] = self.state.get(STEPS, 0) + round(values["steps"] + values["skipped"])
+        self.state[SKIPPED] = self.state.get(SKIPPED, 0) + round(values["skipped"])
         self.sums.zero_()
         self.longest.copy_(self.streak)  # a streak that crosses windows keeps counting
         return values
+
+
+def step_counts(state: dict[str, Any]) -> dict[str, int]:
+    """result.json's counts of the run's optimizer steps and of those skipped for non-finite values."""
+    return {STEPS: state.get(STEPS, 0), SKIPPED: state.get(SKIPPED, 0)}
 
 
 def optimizer_step(

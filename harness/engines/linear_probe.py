@@ -23,7 +23,7 @@ from harness.core.model import build_model
 from harness.core.precision import Precision
 from harness.core.rng import gathered_rng_state, seed_everything
 from harness.core.schedule import LrSchedule
-from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
+from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr, step_counts
 from harness.engines import supervised
 from harness.provenance import provenance
 from harness.results import CHECKPOINT, checkpoint_path
@@ -102,12 +102,12 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     steps = len(loader)
+    totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state, ("loss",))
 
     for epoch in range(start, cfg.epochs):
         begin = time.perf_counter()
         sampler.set_epoch(epoch)
         net.train()
-        totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, ("loss",))
         sums = dict.fromkeys(totals.names, 0.0)
         for step, (images, targets) in enumerate(loader):
             schedule.set(epoch, step)
@@ -179,7 +179,7 @@ def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) 
         "epochs": cfg.epochs,
         "wall_time_s": state["wall_time_s"],
         "gpu_hours": state["wall_time_s"] * gpus / 3600,
-        "skipped_steps": sum(r["skipped_steps"] for r in records),
+        **step_counts(state),
         "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
         "chance_top1": 100 / num_classes(cfg),
         "features": cfg.protocol.probe.features,

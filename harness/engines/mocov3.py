@@ -63,12 +63,12 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         records, start = restore(saved, parts, state, world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * steps)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
+    totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state, LOSSES)
 
     for epoch in range(start, cfg.epochs):
         begin = time.perf_counter()
         sampler.set_epoch(epoch)
         net.train()
-        totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, LOSSES)
         sums = dict.fromkeys(totals.names, 0.0)
         for step, ((x1, x2), _) in enumerate(loader):
             it = epoch * steps + step

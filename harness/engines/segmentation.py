@@ -39,7 +39,7 @@ from harness.core.job import Heartbeat, restore, resume_point
 from harness.core.log import RunLog
 from harness.core.precision import Precision
 from harness.core.rng import gathered_rng_state, seed_everything
-from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
+from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr, step_counts
 from harness.eval import intersect_and_union, majority_miou, miou_from_areas
 from harness.provenance import provenance
 from harness.results import CHECKPOINT, checkpoint_path
@@ -77,7 +77,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         records, start = restore(saved, parts, state, world.rank, "iteration")
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
-    totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, losses=("loss",))
+    totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state, losses=("loss",))
 
     iteration, total = start, seg.iterations
     started = begin = time.perf_counter()  # begin: of the wall time not yet in state
@@ -171,7 +171,7 @@ def _save(folder, model, optimizer, precision, iteration, records, state, world)
                 "precision": precision.state_dict(),
                 "iteration": iteration,
                 "records": records,
-                "state": {"wall_time_s": state["wall_time_s"], "window": dict(state["window"])},
+                "state": {**state, "window": dict(state["window"])},
                 "rng": rngs,
             },
         )
@@ -198,6 +198,6 @@ def result(cfg: DictConfig, uid: str, records, state, unused: list[str], world) 
         "upstream_keys_unused": unused,
         "wall_time_s": state["wall_time_s"],
         "gpu_hours": state["wall_time_s"] * gpus / 3600,
-        "skipped_steps": sum(r["skipped_steps"] for r in records),
+        **step_counts(state),
         "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
     }

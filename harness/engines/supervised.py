@@ -31,7 +31,7 @@ from harness.core.model import aux_loss, build_model, for_training
 from harness.core.precision import Precision
 from harness.core.rng import gathered_rng_state, seed_everything
 from harness.core.schedule import LrSchedule, loss_weight
-from harness.core.steps import StepTotals, adamw, mean, optimizer_step
+from harness.core.steps import StepTotals, adamw, mean, optimizer_step, step_counts
 from harness.provenance import provenance
 from harness.results import BEST_CHECKPOINT, CHECKPOINT
 
@@ -74,7 +74,10 @@ def run(
         records, start = restore(saved, parts, state, world.rank)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
-    loop = Loop(model, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, ema, log, heartbeat)
+    totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state)
+    loop = Loop(
+        model, net, loader, optimizer, schedule, precision, mixup_fn, loss_fn, ema, log, heartbeat, totals
+    )
 
     for epoch in range(start, cfg.epochs):
         begin = time.perf_counter()
@@ -134,13 +137,14 @@ class Loop:
     ema: ModelEmaV3 | None
     log: RunLog
     heartbeat: Heartbeat
+    totals: StepTotals  # for the whole run: the non-finite streak spans epochs
 
 
 def train_one_epoch(cfg: DictConfig, loop: Loop, world: distributed.World, epoch: int) -> dict[str, float]:
     """One pass over the train split; the host reads the losses every `train.log_every` steps only."""
     net, loader, optimizer, log, heartbeat = loop.net, loop.loader, loop.optimizer, loop.log, loop.heartbeat
     net.train()
-    totals = StepTotals(world.device, cfg.train.max_nonfinite_steps)
+    totals = loop.totals
     epoch_sums = {"loss": 0.0, "ce": 0.0, "aux": 0.0, "drloc": 0.0, "steps": 0.0, "skipped": 0.0}
     aux_name = "tv" if cfg.loss.variant == "tv" else "se"
     weight = loss_weight(cfg.loss, epoch, cfg.epochs)
@@ -240,6 +244,6 @@ def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) 
         "epochs": cfg.epochs,
         "wall_time_s": state["wall_time_s"],
         "gpu_hours": state["wall_time_s"] * gpus / 3600,
-        "skipped_steps": sum(r["skipped_steps"] for r in records),
+        **step_counts(state),
         "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
     }

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 import sar
 from harness.core.data import synthetic_config
+from harness.core.steps import step_counts
 from harness.data import build_dataset
 from harness.provenance import provenance
 
@@ -39,6 +40,6 @@ def result(cfg: DictConfig, uid: str, records: list[dict[str, Any]], state, worl
         "epochs": cfg.epochs,
         "wall_time_s": state["wall_time_s"],
         "gpu_hours": state["wall_time_s"] * gpus / 3600,
-        "skipped_steps": sum(r["skipped_steps"] for r in records),
+        **step_counts(state),
         "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
     }
