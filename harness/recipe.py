@@ -178,7 +178,7 @@ def _check_values(run: dict[str, Any], blame: _Blame) -> None:
         ),
         (protocol["lr"] > 0, "protocol.lr", protocol["lr"], "a learning rate > 0"),
         (run["train"]["eval_every"] >= 1, "train.eval_every", run["train"]["eval_every"], "at least 1"),
-        (run["train"]["amp"] in AMP_MODES, "train.amp", run["train"]["amp"], " | ".join(AMP_MODES)),
+        (protocol["amp"] in AMP_MODES, "protocol.amp", protocol["amp"], " | ".join(AMP_MODES)),
         (run["train"]["log_every"] >= 1, "train.log_every", run["train"]["log_every"], "at least 1"),
         *[
             (name in METRICS, "paper", name, "a metric name: one of " + ", ".join(METRICS))
@@ -336,6 +336,7 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
             f"model {run['model']!r} has no local-scale member; local scale knows {', '.join(LOCAL_KWARGS)}"
         )
     dataset = run["data"]["dataset"]
+    shrink = local.synthetic.image_size / run["data"]["input_size"]
     synthetic = {**OmegaConf.to_container(local.synthetic), "seed": _synthetic_seed(dataset)}
     if dataset in TRANSFER_TARGETS:  # the target's own class count, on a few images per class
         classes = min(DATASETS[dataset].num_classes, MAX_CLASSES)
@@ -369,7 +370,7 @@ def _to_local(run: dict[str, Any], local: DictConfig) -> None:
     if not local.strong_augment:
         run["protocol"].update(auto_augment=None, mixup=0.0, cutmix=0.0)
     run["resources"].update(nodes=1, gpus_per_node=0, cpus_per_task=local.cpus, mem_gb=local.mem_gb)
-    _ssl_to_local(run["protocol"], local, ratio)
+    _ssl_to_local(run["protocol"], local, ratio, shrink)
     _segmentation_to_local(run["protocol"], local)
 
 
@@ -389,9 +390,12 @@ def _segmentation_to_local(protocol: dict[str, Any], local: DictConfig) -> None:
     )
 
 
-def _ssl_to_local(protocol: dict[str, Any], local: DictConfig, ratio: float) -> None:
+def _ssl_to_local(protocol: dict[str, Any], local: DictConfig, ratio: float, shrink: float) -> None:
     """Self-supervised pre-training sized for a CPU: small crops and heads from `local`, the teacher
-    temperature's warm-up shrunk with the epochs."""
+    temperature's warm-up shrunk with the epochs, the blur radii with the image (`local.scale_blur`)."""
+    for method in ("dino", "mocov3"):
+        if protocol[method] is not None and local.scale_blur:
+            protocol[method]["blur_radius"] = [r * shrink for r in protocol[method]["blur_radius"]]
     if protocol["dino"] is not None:
         dino = protocol["dino"]
         dino.update(

@@ -46,6 +46,7 @@ class MoCoV3:
     dim: int = computed()  # output width of both
     stop_grad_conv1: bool = computed()  # the random patch projection is frozen
     crop_min: float = computed()  # RandomResizedCrop's smallest area
+    blur_radius: list[float] = computed()  # [min, max] px of the Gaussian blur's radius, on every view
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Dino:
     local_crops_number: int = computed()
     local_crops_scale: list[float] = computed()
     local_crop_size: int = computed()  # px; the global crops are data.input_size
+    blur_radius: list[float] = computed()  # [min, max] px of the Gaussian blur's radius, on every crop
 
 
 @dataclass
@@ -98,6 +100,9 @@ class Segmentation:
     neck_channels: int = computed()
     head_channels: int = computed()
     dropout: float = computed()  # before the classifier
+    # a pyramid's [CLS] stage: its feature map from the patch tokens alone (false: PVT's segmentation
+    # backbone) or with [CLS] among them as in the classifier (true); sar.models' `dense_cls`
+    backbone_cls: bool = computed()
 
 
 @dataclass
@@ -135,6 +140,9 @@ class Protocol:
     crop_pct: float = computed()
     repeated_aug: bool = computed()
     clip_grad: float | None = computed()
+    # the autocast of the method's own code on CUDA (the CPU always trains in float32): bf16 | fp16 (with
+    # a GradScaler) | off (float32); each protocol file states its code's, with the source
+    amp: str = computed()
     # a self-supervised method's or a linear probe's own settings (Tab. 9); None for supervised protocols
     mocov3: MoCoV3 | None = computed(None)
     dino: Dino | None = computed(None)
@@ -257,7 +265,6 @@ class Train:
     # a run that skipped more of its optimizer steps for non-finite values ends failed (diverged), not done
     max_skipped_fraction: float = incidental(0.1)
     eval_every: int = computed(1)  # decides which epochs are evaluated, hence the best top-1
-    amp: str = computed("bf16")  # bf16 | fp16 (with a GradScaler: V100s have no bf16) | off; CUDA only
     log_every: int = incidental(50)  # steps between host syncs: the finiteness check, loss logging
     tensorboard: bool = incidental(True)  # event files in the run folder: losses, L_se, lr, val metrics
     heartbeat_every_s: float = incidental(2.0)  # how often a worker says where it is (progress, `status`)
@@ -367,6 +374,10 @@ class Local:
     # prototypes and 2048-wide MLP, MoCo-v3's 4096-wide MLPs)
     local_crop_size: int = 32
     local_crops_number: int = 2
+    # the pre-training blur radii (px, the same for every crop in both codes) times the synthetic image size
+    # over the run's input size (64 / 224), so that a local crop is blurred as much, relative to its size,
+    # as a paper-scale global crop; false keeps the protocol's radii
+    scale_blur: bool = True
     head_out_dim: int = 1024
     head_hidden_dim: int = 512
     # iteration-based training (the segmentation engine, Tab. 12): iterations and their evaluation and

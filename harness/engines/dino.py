@@ -36,7 +36,7 @@ LOSSES = ("loss", "ssl", "se")
 def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
     p, d = cfg.protocol, cfg.protocol.dino
     seed_everything(cfg.seed + world.rank)
-    backbone = build_model(cfg, 0, world.device)
+    backbone = dino.prepare_backbone(build_model(cfg, 0, world.device))
     head = dino.Head(backbone.embed_dim, d.out_dim, d.hidden_dim, d.bottleneck_dim, d.norm_last_layer)
     student = dino.MultiCrop(backbone, head).to(world.device)
     # DINO builds the teacher without drop path; in eval mode (always, here) drop path is the identity
@@ -57,6 +57,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         d.local_crop_size,
         d.local_crops_scale,
         d.local_crops_number,
+        d.blur_radius,
     )
     loader, sampler = train_loader(cfg, pretraining.train_split(cfg, crops), world)
     steps = len(loader)
@@ -75,7 +76,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         [dino.GLOBAL_CROPS] if cfg.loss.crops == "global" else [dino.GLOBAL_CROPS, d.local_crops_number]
     )
     se_crops = [c for c in se_crops if c > 0]
-    precision = Precision(cfg.train.amp, world.device)
+    precision = Precision(cfg.protocol.amp, world.device)
 
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"wall_time_s": 0.0}

@@ -54,7 +54,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     model.eval()
     if world.is_main:
         record_start(folder, world.job_id, 0, cfg.train.allow_code_change)
-    precision = Precision(cfg.train.amp, world.device)
+    precision = Precision(cfg.protocol.amp, world.device)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     begin = time.perf_counter()
     metrics: dict[str, float] = {}

@@ -82,10 +82,11 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         fused=True,
     )
     train, val = datasets(cfg)
-    loader, sampler = train_loader(cfg, train, world)
+    # DINO's eval_linear.py and MoCo-v3's main_lincls.py train on the last partial batch too
+    loader, sampler = train_loader(cfg, train, world, drop_last=False)
     val_loader = eval_loader(val, p.batch_size // world.size, cfg.data.num_workers, world)
     schedule = LrSchedule(optimizer, p, cfg.epochs, len(loader))
-    precision = Precision(cfg.train.amp, world.device)
+    precision = Precision(cfg.protocol.amp, world.device)
 
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"wall_time_s": 0.0}

@@ -47,12 +47,12 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         filter_bias_and_bn=False,
         fused=True,
     )
-    views = augment.TwoViews(cfg.data.input_size, m.crop_min)
+    views = augment.TwoViews(cfg.data.input_size, m.crop_min, m.blur_radius)
     loader, sampler = train_loader(cfg, pretraining.train_split(cfg, views), world)
     steps = len(loader)
     lrs = schedules.cosine(scaled_lr(p), 0.0, cfg.epochs, steps, p.warmup_epochs)
     momenta = schedules.cosine(m.momentum, 1.0, cfg.epochs, steps)
-    precision = Precision(cfg.train.amp, world.device)
+    precision = Precision(cfg.protocol.amp, world.device)
 
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"wall_time_s": 0.0}

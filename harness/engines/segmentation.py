@@ -66,7 +66,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     # whole images of their own sizes one at a time; the synthetic ones, all of one size, in batches
     val_batch = cfg.eval.batch_size if cfg.data.dataset == "synthetic" else 1
     val_loader = eval_loader(val, val_batch, cfg.data.num_workers, world)
-    precision = Precision(cfg.train.amp, world.device)
+    precision = Precision(cfg.protocol.amp, world.device)
 
     records: list[dict[str, Any]] = []
     state: dict[str, Any] = {"wall_time_s": 0.0, "window": {"loss": 0.0, "steps": 0.0, "skipped": 0.0}}

@@ -57,7 +57,7 @@ def run(
     loader, sampler = train_loader(cfg, train, world)
     val_loader = eval_loader(val, cfg.protocol.batch_size // world.size, cfg.data.num_workers, world)
     schedule = LrSchedule(optimizer, cfg.protocol, cfg.epochs, len(loader))
-    precision = Precision(cfg.train.amp, world.device)
+    precision = Precision(cfg.protocol.amp, world.device)
     mixup_fn = mixup(cfg.protocol, classes)
     loss_fn = criterion(cfg.protocol, mixup_fn)
 
