@@ -6,11 +6,16 @@ Heavy modules (torch, timm, Hydra) are imported by the commands that use them, s
 
 import argparse
 import functools
+import shlex
+import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.config import RecipeError
+from harness.processes import JobNotStopped
+from harness.text import bounded
 
 if TYPE_CHECKING:
     from harness.lifecycle import RunState
@@ -175,6 +180,7 @@ def print_configs(runs: list["ResolvedRun"]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.data import DatasetNotFoundError, check_available
+    from harness.estimate import beyond_a_year
     from harness.launch import launch
     from harness.lifecycle import cancel, read_submission
     from harness.pipeline import DONE, LAUNCH, LIVE, PipelineError, check, graph, plan, slurm_after
@@ -200,12 +206,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     plan(nodes, args.force, cancel=args.cancel)
+    for node in nodes:
+        if node.action == LAUNCH and (warning := beyond_a_year(node.run)):
+            print(f"warning: {node.name}: {warning}", file=sys.stderr)
     if args.dry_run:
         print(graph_table(nodes))
         print(dry_run_summary(nodes))
         try:
             check(nodes)
-        except PipelineError as error:
+            _check_launchable([node for node in nodes if node.action == LAUNCH], create=False)
+        except (PipelineError, LaunchError) as error:
             print(f"`run` would stop before launching anything: {error}")
         return 0
     todo = [node for node in nodes if node.action == LAUNCH]
@@ -214,7 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for node in todo:  # so does a missing dataset
             for dataset, root, key in datasets_of(node.run.row_config):
                 check_available(dataset, root, key)
-    except (PipelineError, DatasetNotFoundError) as error:
+        _check_launchable(todo, create=True)  # and a launcher or a store that cannot be used
+    except (PipelineError, DatasetNotFoundError, LaunchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for node in live:
@@ -238,6 +249,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} run(s) failed: see `python -m harness status {args.recipe}`", file=sys.stderr)
     return 1 if failed else 0
+
+
+class LaunchError(RuntimeError):
+    """A run cannot be launched from here: no Slurm, or a folder it writes that cannot be written."""
+
+
+def _check_launchable(nodes: list["Node"], create: bool) -> None:
+    """Raise LaunchError, before anything is launched, if a Slurm run finds no sbatch here, or (with
+    `create`: `run`, not `--dry-run`, which writes nothing) a run store or job folder cannot be written."""
+    from harness.launch import launcher_name
+    from harness.results import writable_problem
+
+    slurm = [node.name for node in nodes if launcher_name(node.run) == "slurm"]
+    if slurm and shutil.which("sbatch") is None:
+        raise LaunchError(
+            f"launcher=slurm, but this machine has no sbatch on its PATH ({len(slurm)} run(s), e.g. "
+            f"{slurm[0]}): submit from a Slurm login node, or launch here with launcher=local"
+        )
+    if not create:
+        return
+    folders = {Path(n.run.config.runs_root) / n.run.table for n in nodes}
+    folders |= {Path(n.run.config.launcher.folder) for n in nodes if launcher_name(n.run) != "inline"}
+    for folder in sorted(folders):
+        if problem := writable_problem(folder):
+            raise LaunchError(f"{problem}: choose a run store with runs_root=... or $SAR_RUNS")
 
 
 def _forget(folder: Path) -> None:
@@ -385,5 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except RecipeError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {bounded(str(error))}", file=sys.stderr)
         return 2
+    except JobNotStopped as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM and SIGHUP while local jobs are waited for
+        name = str(interrupt.args[0]) if interrupt.args else "SIGINT"
+        command = "python -m harness " + shlex.join(sys.argv[1:] if argv is None else argv)
+        again = f": resume with the same command ({command})" if args.command == "run" else ""
+        print(f"interrupted ({name}){again}", file=sys.stderr)
+        return 128 + getattr(signal.Signals, name, signal.SIGINT)

@@ -17,6 +17,7 @@ from harness.recipe import ResolvedRun, hashable
 TRAIN_FLOPS_PER_MAC = 6  # forward 2 FLOPs per MAC, backward about twice the forward
 EVAL_FLOPS_PER_MAC = 2
 SPLITS = {"imagenet_c": len(IMAGENET_C_CORRUPTIONS) * len(IMAGENET_C_SEVERITIES)}  # splits of one dataset
+YEAR_H = 24 * 365
 
 
 @cache
@@ -84,3 +85,26 @@ def _train_gmacs(run: ResolvedRun, kwargs: tuple) -> float:
     if cfg.engine == "linear_probe":
         return images * gmacs * EVAL_FLOPS_PER_MAC
     return images * gmacs * TRAIN_FLOPS_PER_MAC
+
+
+def beyond_a_year(run: ResolvedRun) -> str:
+    """A warning for a run estimated to take more than a year on its own GPUs (or CPU job), as an
+    `epochs=1000000000000` would, else ""."""
+    kind, hours = estimated_hours(run)
+    r = run.config.resources
+    devices = max(1, r.nodes * r.gpus_per_node) if kind == "GPU" else 1
+    years = hours / devices / YEAR_H
+    if years <= 1:
+        return ""
+    c = run.config
+    length = f"{c.epochs:,} epochs"
+    if c.engine in ("evaluate", "segmentation"):
+        length = (
+            "its evaluations"
+            if c.engine == "evaluate"
+            else f"{c.protocol.segmentation.iterations:,} iterations"
+        )
+    return (
+        f"estimated at {hours:,.0f} {kind}-hours, {years:,.0f} years on its {devices} {kind}(s), for "
+        f"{length}: is that meant?"
+    )

@@ -18,10 +18,12 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from harness.engines import train_run
 from harness.lifecycle import RunState, record_submission, run_states
+from harness.processes import stop_local_job
 from harness.progress import TableProgress
 from harness.provenance import REPO
 from harness.recipe import ResolvedRun
 from harness.results import run_status
+from harness.text import one_line
 
 WAIT_POLL_S = 30.0  # how often a local downstream run asks whether its live upstream run has ended
 
@@ -128,21 +130,47 @@ def _as_dict(run: ResolvedRun) -> dict:
     return OmegaConf.to_container(run.config, resolve=True)
 
 
-@contextlib.contextmanager
-def _interrupted_by_termination() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed terminal, a killed session) stop `harness run` like Ctrl-C does, so the
-    local job it waits for is cancelled instead of training on, detached. (SIGKILL cannot be caught: the
-    next `status` finds such a job through submitted.json.)"""
+class _Stopping:
+    """While `harness run` waits for a local job, SIGTERM, SIGHUP (unless ignored, as under nohup) and
+    SIGINT (unless ignored, as under a script's `&`) raise KeyboardInterrupt, so that the job is stopped
+    with the command instead of training on, detached; one that comes while the job starts is held until
+    the job is known. SIGINT and SIGTERM are handled here, never ignored, while the job starts: exec gives
+    the job their defaults, so that it can be stopped however this process was started. (SIGKILL cannot be
+    caught: the next `status` finds such a job through submitted.json.)"""
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    def __enter__(self) -> "_Stopping":
+        self.holding, self.held = False, ""
+        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        for sig, before in self.previous.items():
+            if before is not signal.SIG_IGN or sig == signal.SIGTERM:
+                signal.signal(sig, self._stop)
+            elif sig == signal.SIGINT:  # ignored here still, but not by the job
+                signal.signal(sig, lambda signum, frame: None)
+        return self
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        if self.holding:
+            self.held = signal.Signals(signum).name
+        else:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """A stop that comes inside waits (for `check`): while the job starts, or is being stopped."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+
+    def check(self) -> None:
+        """Raise the stop held while the job started, if one came."""
+        if self.held:
+            raise KeyboardInterrupt(self.held)
 
 
 @contextlib.contextmanager
@@ -162,23 +190,28 @@ def _outcome(run: ResolvedRun, wait: Callable[[], dict], log: Callable[[str], No
     """Wait for one run trained on this machine; False if it failed."""
     try:
         wait()
-    except Exception as error:  # the run's own failure files hold the details
-        log(f"{run_name(run)} failed: {str(error).strip().splitlines()[-1]}")
+    except Exception as error:  # the run's own failure file says why in a line; a job's error, in pages
+        stored = run_status(run.folder)
+        why = stored.detail if stored.state == "failed" else one_line(str(error)) or type(error).__name__
+        log(f"{run_name(run)} failed: {why}")
         return False
     log(f"{run_name(run)} done: {run_status(run.folder).detail}")
     return True
 
 
 def _run_locally(run: ResolvedRun, log: Callable[[str], None]) -> bool:
-    """One run as a local submitit job, waited for; Ctrl-C, SIGTERM or SIGHUP cancel the job with it."""
-    with _interrupted_by_termination():
-        job = _executor("local", run).submit(TrainJob(), _as_dict(run), run.uid)
+    """One run as a local submitit job, waited for; Ctrl-C, SIGTERM or SIGHUP stop the job with it."""
+    with _Stopping() as stopping:
+        with stopping.hold():
+            job = _executor("local", run).submit(TrainJob(), _as_dict(run), run.uid)
         try:
+            stopping.check()
             record_submission(run.folder, "local", job)
             log(f"{run_name(run)} running locally as job {job.job_id}")
             return _outcome(run, lambda: job.results()[0], log)
         except KeyboardInterrupt:  # the job would otherwise train on, detached from this command
-            job.cancel()
+            with stopping.hold():  # a second Ctrl-C does not leave it half-stopped
+                stop_local_job(int(job.job_id))
             raise
 
 

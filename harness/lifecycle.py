@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ from typing import Any
 
 import submitit
 
-from harness.records import HEARTBEAT, JOB_ID, LOCK, PID_MAX, SUBMITTED, read_object
+from harness.processes import process_alive, stop_local_job
+from harness.records import HEARTBEAT, JOB_ID, LOCK, SUBMITTED, read_object
 from harness.results import atomic_write_json, read_metrics, run_status
 
 LIVE = ("pending", "running", "requeued")
@@ -67,22 +67,6 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
     jobs = [submitit.SlurmJob(folder=Path("."), job_id=job_id) for job_id in job_ids]
     jobs[0].watcher.update()
     return {job.job_id: job.watcher.get_state(job.job_id, mode="cache").split()[0] for job in jobs}
-
-
-def process_alive(pid: int) -> bool:
-    """A process of this host that exists and is not a zombie (an orphan nobody reaped ran to its end)."""
-    if not 0 < pid <= PID_MAX:  # 0 and -1 would ask about a process group and every process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _local_alive(submission: dict[str, Any]) -> bool:
@@ -146,15 +130,12 @@ def _state(folder: Path, submission: dict[str, Any] | None, slurm: dict[str, str
 
 
 def cancel(submission: dict[str, Any]) -> None:
-    """Stop the job that trains a run: scancel for Slurm; for a local job, SIGINT to its submitit
-    controller, which stops its tasks (what submitit's own LocalJob.cancel sends)."""
+    """Stop the job that trains a run: scancel for Slurm; a local job and every process it started, on
+    this host, whatever signals they ignore (`harness.processes.stop_local_job`)."""
     if submission["launcher"] == "slurm":
         submitit.SlurmJob(folder=Path("."), job_id=submission["job_id"]).cancel(check=True)
     elif submission.get("host") == socket.gethostname():
-        try:
-            os.kill(local_pid(submission), signal.SIGINT)
-        except ProcessLookupError:
-            pass
+        stop_local_job(local_pid(submission))
 
 
 class RunLocked(RuntimeError):

@@ -112,7 +112,7 @@ SPECS = {
     ),
     SUBMITTED: Spec(
         {"launcher": LAUNCHER, "job_id": JOB_ID, "host": TEXT, "stdout": TEXT, "stderr": TEXT},
-        required=("launcher", "job_id"),
+        required=("launcher", "job_id", "host"),  # without its host a local job would seem alive forever
     ),
     LOCK: Spec(
         {"job_id": TEXT, "launcher": TEXT, "host": TEXT, "pid": PID}, required=("job_id", "host", "pid")

@@ -3,6 +3,7 @@ trainers on one run, and no local job left training when `harness run` is termin
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from harness.cli import main
 from harness.lifecycle import _state, process_alive, run_states
 from harness.recipe import load_recipe
+from harness.records import read_object
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,10 +76,26 @@ def test_the_first_rank_to_fail_is_the_reason(tmp_path):
     assert (state.state, state.detail) == ("failed", "rank 3: OOM in step")
 
 
-def test_live_runs_are_not_launched_again_and_force_needs_cancel(tmp_path, capsys):
+@pytest.fixture
+def saturated_cores():
+    """Every core busy with another process for the length of a test, as on a loaded machine."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    yield
+    for process in busy:
+        process.kill()
+        process.wait()
+
+
+def test_live_runs_are_not_launched_again_and_force_needs_cancel(
+    tmp_path, capsys, monkeypatch, saturated_cores
+):
+    import harness.processes
+
+    monkeypatch.setattr(harness.processes, "GRACE_S", 2.0)
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     _, runs = load_recipe(recipe, TINY_OVERRIDES)
-    sleepers = [subprocess.Popen(["sleep", "60"]) for _ in runs]
+    # jobs that ignore SIGINT, as everything started from a script's `&` does: cancel must stop them too
+    sleepers = [subprocess.Popen(["bash", "-c", "trap '' INT; exec sleep 300"]) for _ in runs]
     for run, sleeper in zip(runs, sleepers, strict=True):
         _submit(run.folder, "local", str(sleeper.pid))
     argv = ["run", str(recipe), *TINY_OVERRIDES, "launcher=inline"]
@@ -91,38 +109,52 @@ def test_live_runs_are_not_launched_again_and_force_needs_cancel(tmp_path, capsy
     assert main([*argv, "--force", "--cancel"]) == 0
     assert capsys.readouterr().out.count("cancelled local") == 2
     for sleeper in sleepers:
-        assert sleeper.wait(timeout=10) == -signal.SIGINT
+        assert sleeper.poll() == -signal.SIGKILL  # stopped before `run` went on
     assert [s.state for s in run_states([run.folder for run in runs])] == ["done", "done"]
 
 
-def test_terminating_harness_run_stops_its_local_job(tmp_path):
+def _wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_terminating_harness_run_stops_its_local_job(tmp_path, saturated_cores):
+    """Started with `&` from a script and under nohup, `harness run` and the job it starts inherit SIGINT
+    (and SIGHUP) ignored; SIGTERM still stops the command, its job and the job's trainer."""
     recipe = write_tiny(tmp_path, tmp_path / "runs")
-    _, runs = load_recipe(recipe, [*TINY_OVERRIDES, "epochs=200"])
+    overrides = [*TINY_OVERRIDES, "epochs=200", "launcher=local"]
+    _, runs = load_recipe(recipe, overrides)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    argv = [
-        sys.executable,
-        "-m",
-        "harness",
-        "run",
-        str(recipe),
-        *TINY_OVERRIDES,
-        "epochs=200",
-        "launcher=local",
-    ]
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    submitted = runs[0].folder / "submitted.json"
-    deadline = time.monotonic() + 60
-    while not submitted.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, "the local job was never submitted"
-        time.sleep(0.2)
-    controller = int(json.loads(submitted.read_text())["job_id"])
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while process_alive(controller):
-        assert time.monotonic() < deadline, "the local job trains on after `harness run` was terminated"
-        time.sleep(0.2)
-    (state,) = run_states([runs[0].folder])
+    command = shlex.join([sys.executable, "-m", "harness", "run", str(recipe), *overrides])
+    log = tmp_path / "harness.log"
+    started = subprocess.run(
+        ["bash", "-c", f"nohup {command} > {shlex.quote(str(log))} 2>&1 & echo $!"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    harness = int(started.stdout)
+    folder = runs[0].folder
+    _wait_for(lambda: (folder / "submitted.json").exists(), 180, f"never submitted: {log.read_text()}")
+    controller = int(json.loads((folder / "submitted.json").read_text())["job_id"])
+    _wait_for(lambda: "pid" in (read_object(folder / "heartbeat")[0] or {}), 180, "the job never started")
+    trainer = read_object(folder / "heartbeat")[0]["pid"]
+    assert trainer != controller and process_alive(trainer)
+    os.kill(harness, signal.SIGTERM)
+    for pid, what in (
+        (harness, "harness run"),
+        (controller, "the job's controller"),
+        (trainer, "its trainer"),
+    ):
+        _wait_for(lambda pid=pid: not process_alive(pid), 60, f"{what} lives on after SIGTERM")
+    said = log.read_text()
+    assert "interrupted (SIGTERM): resume with the same command (python -m harness run" in said, said
+    assert "Traceback" not in said, said
+    (state,) = run_states([folder])
     assert state.state == "failed" and not state.live
     assert not list(Path(runs[0].config.launcher.folder).rglob("%j"))  # no folder named after a placeholder
 

@@ -40,7 +40,7 @@ KEYS = {
 }
 REQUIRED = {
     "result.json": ["metrics"],
-    "submitted.json": ["launcher", "job_id"],
+    "submitted.json": ["launcher", "job_id", "host"],
     "trainer.lock": ["job_id", "host", "pid"],
     "failure.json": ["reason"],
     "failure-rank1.json": ["reason"],

@@ -26,7 +26,8 @@ LOCAL_LEAST = {
     "head_out_dim": 1,
     "head_hidden_dim": 1,
 }
-LOCAL_FACTORS = ("iterations_factor", "fpn_width_factor")  # > 0: they shrink a count that must stay >= 1
+# fractions of a paper-scale count: a local run is smaller (and a count times 1e308 is no count)
+LOCAL_FACTORS = ("iterations_factor", "fpn_width_factor")  # in (0, 1]: what they shrink stays >= 1
 
 
 def got(value: Any, expected: str) -> str:
@@ -72,10 +73,12 @@ def local_block(local: dict[str, Any]) -> list[Problem]:
         if local[key] < least
     ]
     problems += [
-        (f"local.{key}", got(local[key], "a number > 0")) for key in LOCAL_FACTORS if not local[key] > 0
+        (f"local.{key}", got(local[key], "a fraction in (0, 1]"))
+        for key in LOCAL_FACTORS
+        if not 0 < local[key] <= 1
     ]
-    if not local["epochs_factor"] >= 0:
-        problems.append(("local.epochs_factor", got(local["epochs_factor"], "a number >= 0")))
+    if not 0 <= local["epochs_factor"] <= 1:  # 0: every run trains local.min_epochs
+        problems.append(("local.epochs_factor", got(local["epochs_factor"], "a fraction in [0, 1]")))
     return problems + seeds(local["seeds"], "local.seeds") + synthetic(local["synthetic"], "local.synthetic")
 
 

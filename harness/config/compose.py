@@ -16,13 +16,22 @@ from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from harness.config import RECIPES_DIR, RecipeError
 from harness.config.errors import describe
 from harness.config.schema import Protocol, Recipe
+from harness.text import bounded
 
 RECIPE_SCHEMA = "recipe_schema"
 PROTOCOL_GROUP = "protocol"
+DEFAULTS = f"defaults: [{RECIPE_SCHEMA}, {{protocol: deit}}, _self_]"
+NOT_VALIDATED = (
+    f"key 'defaults': the defaults list must start with {RECIPE_SCHEMA} ({DEFAULTS}), or with a recipe that "
+    "does, so that the recipe is validated"
+)
+MAX_VALUES = 10_000  # values a recipe or protocol file may hold, its YAML aliases followed (Tab. 4: 481)
+MAX_DEPTH = 32  # levels of nesting, aliases followed (the shipped recipes: 5)
 
 
 @dataclasses.dataclass
@@ -50,26 +59,90 @@ def compose_recipe(
 ) -> tuple[DictConfig, dict[str, DictConfig]]:
     """The recipe at `path` with its recipe-level `overrides`, and each protocol named in `protocols` or
     by a row, each validated against its schema. Errors name the file, the key and what was expected."""
-    if path.suffix != ".yaml" or not path.is_file():
-        raise RecipeError(
-            f"recipe {path} does not exist (a recipe is a .yaml file, e.g. recipes/table1.yaml)"
-        )
+    _check_recipe_file(path)
     search = f"hydra.searchpath=[file://{RECIPES_DIR}]"
     with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
         try:
             recipe = compose(path.stem, overrides=[*overrides, search])
+            OmegaConf.to_container(recipe, resolve=True)  # an interpolation (${...}) fails here, by key
         except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
+            if overrides and not _validated(path, search):  # the overrides failed for want of the schema
+                raise RecipeError(f"{path}: {NOT_VALIDATED}") from error
             raise RecipeError(f"{path}: {_explain(error, path)}") from error
         if OmegaConf.get_type(recipe) is not Recipe:
-            raise RecipeError(
-                f"{path}: key 'defaults': the defaults list must start with {RECIPE_SCHEMA} "
-                f"(defaults: [{RECIPE_SCHEMA}, {{protocol: deit}}, _self_]) so that the recipe is validated"
-            )
+            raise RecipeError(f"{path}: {NOT_VALIDATED}")
         _check_complete(recipe, Recipe, str(path))
         names = protocols | {row.protocol for row in recipe.rows if row.protocol}
         stamp = _protocol_files_stamp(path.parent)
+        for file, _ in stamp:
+            _bounded_yaml(Path(file))
         composed = {name: _compose_protocol(name, path, search, stamp) for name in sorted(names)}
     return recipe, composed
+
+
+def _check_recipe_file(path: Path) -> None:
+    """Before Hydra reads it: a .yaml file holding a mapping, of bounded size once its aliases are
+    followed."""
+    if not path.exists():
+        raise RecipeError(
+            f"recipe {path} does not exist (a recipe is a .yaml file, e.g. recipes/table1.yaml)"
+        )
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} is a folder, not a recipe file (e.g. recipes/table1.yaml)")
+    if path.suffix != ".yaml":
+        raise RecipeError(
+            f"recipe {path}: a recipe is a .yaml file (Hydra reads no other): rename it "
+            f"{path.with_suffix('.yaml')}"
+        )
+    if not isinstance(_bounded_yaml(path), MappingNode):
+        raise RecipeError(f"{path}: the recipe is empty or not a mapping: it starts with {DEFAULTS}")
+
+
+def _validated(path: Path, search: str) -> bool:
+    """Whether the recipe composes onto the Recipe schema (through its defaults list), overrides aside."""
+    try:
+        return OmegaConf.get_type(compose(path.stem, overrides=[search])) is Recipe
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError):
+        return True  # its own error is the one to show
+
+
+def _bounded_yaml(path: Path) -> Node | None:
+    """The file's YAML node tree (aliases shared, not expanded), refused if following its aliases would
+    give more than MAX_VALUES values or MAX_DEPTH levels: an alias bomb of a kilobyte expands to millions
+    of values, and composing them hangs."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: cannot be read as UTF-8 text ({error})") from error
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {bounded(' '.join(str(error).split()), 400)}") from error
+    except RecursionError as error:
+        raise RecipeError(f"{path}: nested deeper than YAML can read") from error
+    if root is not None:
+        values, _ = _measure(root, 0, {}, path)
+        if values > MAX_VALUES:
+            raise RecipeError(
+                f"{path}: holds {values:,} values once its YAML aliases (*name) are followed, more than "
+                f"{MAX_VALUES:,}: an alias that repeats an alias (an 'alias bomb')?"
+            )
+    return root
+
+
+def _measure(node: Node, depth: int, memo: dict[int, tuple[int, int]], path: Path) -> tuple[int, int]:
+    """(values, levels) of a node with its aliases followed, once per node: aliases share nodes."""
+    deep = f"{path}: nested more than {MAX_DEPTH} levels deep once its YAML aliases are followed"
+    if id(node) not in memo:
+        if depth > MAX_DEPTH:  # also ends a recursive alias (&a [*a])
+            raise RecipeError(deep)
+        children = node.value if isinstance(node, SequenceNode) else []
+        if isinstance(node, MappingNode):
+            children = [item for pair in node.value for item in pair]
+        measured = [_measure(child, depth + 1, memo, path) for child in children]
+        memo[id(node)] = (1 + sum(v for v, _ in measured), 1 + max((lv for _, lv in measured), default=0))
+    values, levels = memo[id(node)]
+    if depth + levels > MAX_DEPTH:
+        raise RecipeError(deep)
+    return values, levels
 
 
 def _protocol_files_stamp(recipe_dir: Path) -> tuple:
@@ -84,6 +157,7 @@ def _compose_protocol(name: str, path: Path, search: str, stamp: tuple) -> DictC
     recipe of Tab. 2 needs the same four); read-only, since it is shared."""
     try:
         protocol = compose("_protocol_choice", overrides=[f"{PROTOCOL_GROUP}={name}", search]).protocol
+        OmegaConf.to_container(protocol, resolve=True)
     except MissingConfigException as error:
         known = ", ".join(protocol_names(path.parent))
         raise RecipeError(f"{path}: key 'protocol': unknown protocol {name!r}; known: {known}") from error
