@@ -226,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 check_available(dataset, root, key)
         _check_launchable(todo, create=True)  # and a launcher or a store that cannot be used
     except (PipelineError, DatasetNotFoundError, LaunchError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {bounded(str(error))}", file=sys.stderr)
         return 2
     for node in live:
         if node.action == LAUNCH:  # --force --cancel
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {bounded(str(error))}", file=sys.stderr)
         return 2
     except JobNotStopped as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {bounded(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM and SIGHUP while local jobs are waited for
         name = str(interrupt.args[0]) if interrupt.args else "SIGINT"
