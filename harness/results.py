@@ -179,10 +179,15 @@ def run_status(folder: Path) -> Status:
 
 def problems(folder: Path) -> list[str]:
     """Every broken file of a run folder, each named: what `status` and `report` list beside the run."""
+    return file_problems(folder) + read_metrics_checked(folder)[1]
+
+
+def file_problems(folder: Path) -> list[str]:
+    """`problems` but for metrics.jsonl's, for a reader that reads its lines anyway."""
     if folder.exists() and not folder.is_dir():
         return [f"{folder} is not a folder"]
     found = [read_object(folder / name)[1] for name in (RESULT, HEARTBEAT, SUBMITTED, LOCK, PARTIAL)]
     found += [read_object(path, FAILURES)[1] for path in sorted(folder.glob(FAILURES))]
-    found += read_metrics_checked(folder)[1] + read_lines(folder / STARTS)[1]
+    found += read_lines(folder / STARTS)[1]
     found += [checkpoint_problem(folder / name) for name in CHECKPOINTS.values()]
     return [problem for problem in found if problem]

@@ -17,7 +17,7 @@ from scipy.special import stdtr
 from harness.eval import CORRUPTIONS, METRICS, mce
 from harness.recipe import ResolvedRun
 from harness.report import format
-from harness.results import problems, read_metrics, run_status
+from harness.results import file_problems, read_metrics_checked, run_status
 
 ALEXNET = "AlexNet (Hendrycks & Dietterich)"
 ALPHA = 0.05  # the level of the two-sided Welch test that decides whether a gain is clear of the noise
@@ -68,7 +68,7 @@ def read_run(run: ResolvedRun, trained: dict[str, Any] | None = None) -> RunReco
     """What the report needs of a run folder; its broken files become problems, never errors."""
     folder = run.folder
     status = run_status(folder)
-    metrics = read_metrics(folder)
+    metrics, broken_lines = read_metrics_checked(folder)
     trained = trained_of(run) if trained is None else trained
     return RunRecord(
         run.uid,
@@ -79,7 +79,7 @@ def read_run(run: ResolvedRun, trained: dict[str, Any] | None = None) -> RunReco
         folder,
         status.result,
         metrics,
-        problems(folder),
+        file_problems(folder) + broken_lines,
         trained,
     )
 
