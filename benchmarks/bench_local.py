@@ -21,11 +21,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from harness.core.result import Result
+
 TARGET_TOP1 = 60.0
 TARGET_MIN = {"table1": 30.0}  # every other recipe: DEFAULT_TARGET_MIN
 DEFAULT_TARGET_MIN = 20.0
 ROW = "1b/A"
-ESTIMATED = ("supervised", "finetune")  # engines whose time is epochs x a measured time per epoch
 REFERENCE_IMAGES = 1000  # the synthetic stand-in's training images, which the calibration trains on
 
 
@@ -36,7 +37,9 @@ def _load(recipe: str, overrides: list[str]):
     return load_recipe(RECIPES_DIR / f"{recipe}.yaml", ["scale=local", *overrides])
 
 
-def _train(recipe: str, row: str, seed: int, runs_root: str, epochs: int | None = None) -> tuple[dict, Path]:
+def _train(
+    recipe: str, row: str, seed: int, runs_root: str, epochs: int | None = None
+) -> tuple[Result, Path]:
     """(result, run folder) of `row` of `recipe` at local scale, trained in this process; `epochs` cuts the
     run short (a timing run: its folder keeps the full run's uid, in a temporary store)."""
     from harness.engines import train_run
@@ -54,7 +57,7 @@ def _baseline(seeds: list[int], store: str) -> dict:
     top1 = []
     for seed in seeds:
         result, _ = _train("table1", ROW, seed, store)
-        top1.append(result["metrics"]["top1"])
+        top1.append(result.metrics["top1"])
     row = {
         "row": ROW,
         "seeds": seeds,
@@ -101,11 +104,15 @@ def _every_run(runs) -> list:
 
 def _table(recipe: str, per_epoch: dict[str, tuple[float, float]]) -> dict:
     """The estimated minutes of `recipe`'s training runs at local scale, with its default seeds."""
+    from harness.config.protocols import SupervisedProtocol
+    from harness.engines.spec import spec_of
+
     config, runs = _load(recipe, [])
     seconds, others = 0.0, {}
     for run in _every_run(runs):
         c = run.config
-        if c.engine not in ESTIMATED:
+        # estimated: supervised training (from scratch or fine-tuning), epochs x a measured supervised epoch
+        if not issubclass(spec_of(c.engine).protocol, SupervisedProtocol):
             others[c.engine] = others.get(c.engine, 0) + 1
             continue
         images = c.data.synthetic.num_classes * c.data.synthetic.train_per_class * c.data.fraction

@@ -6,6 +6,7 @@ Heavy modules (torch, timm, Hydra) are imported by the commands that use them, s
 
 import argparse
 import functools
+import math
 import shlex
 import shutil
 import signal
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.config import RecipeError
+from harness.config import PROJECT_DIR, RecipeError
 from harness.processes import JobNotStopped
 from harness.text import bounded
 
@@ -23,17 +24,10 @@ if TYPE_CHECKING:
     from harness.recipe import ResolvedRun
 
 OVERRIDES_HELP = (
-    "Hydra overrides: key=value, +key=value, ++key=value, ~key, key=null, key=[a,b], protocol=NAME; "
-    "with -m, sweeps key=a,b or key=range(a,b)"
+    "Hydra overrides: key=value, +key=value, ++key=value, ~key, key=null, key=[a,b], protocol=NAME"
 )
-
-# the loss each engine trains with, for the run table; "+ lambda L_se" follows where SAR is on
-MAIN_LOSS = {
-    "mocov3": "contrastive",
-    "dino": "self-distillation",
-    "evaluate": "-",
-    "segmentation": "pixel ce",
-}
+SWEEPS_HELP = f"{OVERRIDES_HELP}; with -m, sweeps key=a,b or key=range(a,b)"
+REPORTS_DIR = PROJECT_DIR / "reports"  # `report --out`'s default: in the project, as the run store's
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -64,6 +58,7 @@ def run_table(
 ) -> str:
     """One line per run; a `table` column when the runs span several tables (a pipeline), a `sweep` column
     for sweeps, and the `extra` columns (header -> one cell per run) after the state."""
+    from harness.engines.spec import Progress, spec_of
     from harness.estimate import estimated_hours
 
     extra = extra or {}
@@ -74,8 +69,8 @@ def run_table(
     headers += [*(["estimate"] if with_estimate else []), "job", "state", *extra]
     rows = []
     for index, (run, state) in enumerate(zip(runs, states, strict=True)):
-        c = run.row_config
-        main_loss = MAIN_LOSS.get(c.engine, "ce")
+        c, spec = run.row_config, spec_of(run.row_config.engine)
+        main_loss = spec.loss
         loss = f"{main_loss} + {c.loss.weight:g} L_{'tv' if c.loss.variant == 'tv' else 'se'}"
         loss = loss if c.loss.sar else main_loss
         cells = [
@@ -87,7 +82,7 @@ def run_table(
             c.last_block,
             loss,
             _dataset(run),
-            f"{c.protocol.segmentation.iterations} it." if c.engine == "segmentation" else str(c.epochs),
+            f"{spec.length(c)} it." if spec.progress is Progress.iteration else str(c.epochs),
             str(c.seed),
         ]
         cells.append(_resources(run))
@@ -160,7 +155,12 @@ def _load(args: argparse.Namespace):
     from harness.recipe import load_recipe
 
     flags = ["train.allow_code_change=true"] if getattr(args, "allow_code_change", False) else []
-    return load_recipe(args.recipe, [*args.overrides, *flags], multirun=args.multirun)
+    recipe, runs = load_recipe(args.recipe, [*args.overrides, *flags], multirun=args.multirun)
+    if args.rows is None:
+        return recipe, runs
+    from harness.rows import select_rows
+
+    return select_rows(recipe, runs, args.rows, args.recipe)
 
 
 def _sweeps(run: "ResolvedRun") -> str:
@@ -328,10 +328,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.render import render_index, render_table
     from harness.results import writable_problem
 
-    if args.all and args.recipe and "=" in args.recipe:  # `report --all scale=local`: no recipe, overrides
-        args.overrides, args.recipe = [args.recipe, *args.overrides], None
-    if args.all == (args.recipe is not None):
-        print("error: give a recipe or --all", file=sys.stderr)
+    every = args.all is not None
+    if every == (args.recipe is not None):
+        also = f" (--all takes its overrides right after it: --all {args.recipe})" if every else ""
+        print(f"error: give a recipe or --all, not both{also}", file=sys.stderr)
+        return 2
+    if every and args.rows:
+        print("error: --rows selects rows of one table: give its recipe, not --all", file=sys.stderr)
         return 2
     if args.multirun:
         print(
@@ -340,13 +343,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    recipes = sorted(RECIPES_DIR.glob("*.yaml")) if args.all else [Path(args.recipe)]
-    out = Path(args.out)
+    recipes = sorted(RECIPES_DIR.glob("*.yaml")) if every else [Path(args.recipe)]
+    overrides = args.all if every else args.overrides
+    out = args.out.resolve()
     if problem := writable_problem(out):
         print(f"error: --out: {problem}", file=sys.stderr)
         return 2
     for path in recipes:
-        summary = render_table(path, args.overrides, out, args.tolerance)
+        summary = render_table(path, overrides, out, args.tolerance, rows=args.rows)
         print(f"{out / summary['name']}.md, .html: {summary['done']}/{summary['runs']} run(s) done")
         if summary["pointer"]:  # no paper-scale run, but local-scale ones: say where they are reported
             print(f"  {summary['pointer']['text']} Report them with: {summary['pointer']['command']}")
@@ -359,6 +363,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.config import list_recipes
 
+    if args.what == "engines":  # the registry imports the engines (torch): only when asked
+        from harness.engines.spec import engines
+
+        rows = [
+            [s.name, s.consumes.value, s.progress.value, s.loss, ", ".join(s.metrics), s.description]
+            for s in engines().values()
+        ]
+        print(_table(["engine", "consumes", "progress", "loss", "metrics", "what it does"], rows))
+        return 0
     rows = [
         [str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path), reproduces]
         for path, _, reproduces in list_recipes()
@@ -367,15 +380,57 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    """Re-key a store written before identity version 2 (harness.migrate); deletes nothing."""
+    from harness.config import runs_root
+    from harness.migrate import migrate_store
+
+    root = Path(runs_root(args.root))
+    if not root.is_dir():
+        raise RecipeError(f"--root: {root} is not a folder (the run store to migrate)")
+    plan = migrate_store(root, args.dry_run, log=print)
+    return 1 if plan.left else 0
+
+
+def _seconds(text: str) -> float:
+    """`status --every`: a finite number of seconds above 0 (0 would poll sacct in a tight loop)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, e.g. 10; got {text!r}")
+    return seconds
+
+
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a recipe file, e.g. recipes/table1.yaml")
-    parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    parser.add_argument("overrides", nargs="*", help=SWEEPS_HELP)
     parser.add_argument(
         "-m", "--multirun", action="store_true", help="expand sweeps (key=a,b) into the product of runs"
     )
     parser.add_argument(
         "--cfg", action="store_true", help="print the resolved runs' configs as YAML and exit"
     )
+    _rows_argument(parser)
+
+
+def _rows_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rows",
+        type=_row_ids,
+        metavar="ID,ID",
+        help="only these rows of the table (e.g. --rows 1b/A,1b/F), with the baseline rows they are compared "
+        "to and the upstream runs they consume",
+    )
+
+
+def _row_ids(text: str) -> list[str]:
+    """`--rows a,b`: the row ids, each once, in the order given."""
+    ids = [part.strip() for part in text.split(",")]
+    if not all(ids):
+        raise argparse.ArgumentTypeError(f"expected row ids separated by commas, e.g. 1b/A,1b/F: {text!r}")
+    return list(dict.fromkeys(ids))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,19 +454,51 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="per run: done, running, failed (with the reason) or pending")
     _recipe_arguments(status)
     status.add_argument("--watch", action="store_true", help="refresh until no run is pending or running")
-    status.add_argument("--every", type=float, default=10.0, help="seconds between refreshes (default 10)")
+    status.add_argument(
+        "--every",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between --watch's refreshes, above 0 (default 10)",
+    )
     status.set_defaults(func=cmd_status)
     report = sub.add_parser("report", help="Markdown and HTML reports: ours beside the paper's numbers")
-    report.add_argument("recipe", nargs="?")
-    report.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    report.add_argument("recipe", nargs="?", help="a recipe file, e.g. recipes/table1.yaml (or --all)")
+    report.add_argument(
+        "overrides", nargs="*", help=f"{OVERRIDES_HELP} (a report shows one point of a sweep: plain values)"
+    )
+    # -m is refused with the reason (a report shows one point of a sweep), and so not advertised
     report.add_argument("-m", "--multirun", action="store_true", help=argparse.SUPPRESS)
-    report.add_argument("--all", action="store_true", help="every recipe under recipes/")
-    report.add_argument("--out", default="reports", help="output folder (default: reports)")
+    report.add_argument(
+        "--all",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="every recipe under recipes/, each with the overrides that follow (e.g. --all scale=local)",
+    )
+    _rows_argument(report)
+    report.add_argument(
+        "--out",
+        type=Path,
+        metavar="FOLDER",
+        default=REPORTS_DIR,
+        help="output folder (default: reports/ in the project, whatever folder the command runs from, as the "
+        "run store's runs/; a relative --out, as a relative runs_root=..., is taken from the current folder)",
+    )
     report.add_argument(
         "--tolerance", type=float, default=0.5, help="points from the paper's value (default 0.5)"
     )
     report.set_defaults(func=cmd_report)
-    sub.add_parser("list", help="every recipe and what it reproduces").set_defaults(func=cmd_list)
+    listing = sub.add_parser("list", help="every recipe and what it reproduces, or every engine")
+    listing.add_argument("what", nargs="?", choices=("recipes", "engines"), default="recipes")
+    listing.set_defaults(func=cmd_list)
+    store = sub.add_parser("store", help="maintain the run store")
+    actions = store.add_subparsers(dest="action", required=True)
+    migrate = actions.add_parser(
+        "migrate", help="re-key runs stored before identity version 2 under their new names; deletes nothing"
+    )
+    migrate.add_argument("--root", help="the run store (default: $SAR_RUNS, else runs/ in the project)")
+    migrate.add_argument("--dry-run", action="store_true", help="print what would move; write nothing")
+    migrate.set_defaults(func=cmd_store_migrate)
     args, extra = parser.parse_known_args(argv)  # overrides may follow options: `scale=local -m a=1,2`
     unknown = [item for item in extra if item.startswith("-") or not hasattr(args, "overrides")]
     if unknown:

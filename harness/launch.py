@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from submitit.slurm.slurm import _make_sbatch_string
 
+from harness.core.result import Result
 from harness.engines import train_run
 from harness.lifecycle import RunState, record_submission, run_states
 from harness.processes import stop_local_job
@@ -32,7 +33,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     """A run as a submitit job. On preemption or time-out submitit calls `checkpoint`, which (inherited)
     resubmits the same call; `train_run` then resumes from the run's last epoch checkpoint."""
 
-    def __call__(self, config: dict, uid: str) -> dict:
+    def __call__(self, config: dict, uid: str) -> Result:
         return train_run(config, uid)
 
 
@@ -78,11 +79,13 @@ def slurm_parameters(run: ResolvedRun, after: tuple[str, ...] = ()) -> dict[str,
 
 
 def sbatch_lines(run: ResolvedRun, array_size: int, after: tuple[str, ...] = ()) -> list[str]:
-    """The #SBATCH lines submitit would write for a job array of `array_size` runs shaped like `run`."""
+    """The #SBATCH lines submitit writes for a job array of `array_size` runs shaped like `run` (one run is
+    submitted as a plain job). submitit has no public function for them: its private `_make_sbatch_string`
+    is used here only, and tests/test_sbatch.py checks it against what submitit submits."""
     script = _make_sbatch_string(
         command="python -m submitit.core._submit",
         folder=_slurm_folder(run),
-        map_count=array_size,
+        map_count=array_size if array_size > 1 else None,
         **slurm_parameters(run, after),
     )
     return [line for line in script.splitlines() if line.startswith("#SBATCH")]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.result import VERSION
 from harness.text import bounded, shown
 
 RESULT = "result.json"
@@ -52,6 +53,13 @@ def _mapping_of(kind: Kind) -> Kind:
     )
 
 
+def _list_of(kind: Kind) -> Kind:
+    return Kind(
+        lambda value: isinstance(value, list) and all(kind.test(v) for v in value),
+        f"a list whose items are each {kind.words}",
+    )
+
+
 TEXT = Kind(lambda value: isinstance(value, str), "a string")
 NUMBER = Kind(_number, "a number")
 INTEGER = Kind(_integer, "an integer")
@@ -85,21 +93,43 @@ PROVENANCE = Spec(
         "world_size": INTEGER,
     }
 )
+EXTRA = {  # harness.core.result.Extra's: under `extra`, or at the top level in a file without a version
+    "reported": OBJECT,
+    "ema": _mapping_of(NUMBER),
+    "chance_top1": NUMBER,
+    "features": TEXT,
+    "imagenet_c_errors": OBJECT,
+    "mce_reference": _or_null(TEXT),
+    "jaccard_void": TEXT,
+    "jaccard_images_without_object": COUNT,
+    "aacc": NUMBER,
+    "macc": NUMBER,
+    "per_class_iou": _list_of(_or_null(NUMBER)),
+    "majority_miou": NUMBER,
+    "iterations": COUNT,
+    "upstream_keys_unused": _list_of(TEXT),
+}
 SPECS = {
-    RESULT: Spec(
+    RESULT: Spec(  # harness.core.result.Result's
         {
+            "version": Kind(
+                lambda value: _integer(value) and 1 <= value <= VERSION,
+                f"a layout this harness reads (1 to {VERSION}; written by a newer one?)",
+            ),
+            **dict.fromkeys(("uid", "table", "scale", "engine"), TEXT),
             "metrics": _mapping_of(NUMBER),
             "best": _mapping_of(NUMBER),
+            "epochs": COUNT,
             "gpu_hours": NUMBER,
             "wall_time_s": NUMBER,
             "skipped_steps": COUNT,
             "steps": COUNT,
-            "jaccard_void": TEXT,
-            "imagenet_c_errors": OBJECT,
             "provenance": OBJECT,
+            "extra": OBJECT,
+            **EXTRA,
         },
         required=("metrics",),
-        nested={"provenance": PROVENANCE},
+        nested={"provenance": PROVENANCE, "extra": Spec(EXTRA)},
     ),
     HEARTBEAT: Spec(
         {

@@ -5,7 +5,7 @@ metrics.jsonl one line per finished epoch (rewritten from the checkpoint on resu
 checkpoint.pt the last finished epoch (write to a temporary file, then rename)
 checkpoint-best.pt  the model of the best validation epoch (downstream runs may start from it)
 events.*      TensorBoard event files: losses, L_se, lr, validation metrics
-result.json   final and best top-1, wall time, GPU-hours, provenance: its presence means "done"
+result.json   a `harness.core.result.Result` (metrics, best, cost, provenance): its presence means "done"
 failure.json  why a run stopped as failed (failure-rank<N>.json: another rank's own reason)
 heartbeat     touched while a worker trains: recent means "running"
 
@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.config.identity import run_folder
+from harness.core.result import Outcome, Result
 from harness.records import (
     FAILURES,
     HEARTBEAT,
@@ -50,7 +52,7 @@ def checkpoint_path(folder: Path, which: str) -> Path:
 
 
 def run_dir(config: DictConfig, uid: str) -> Path:
-    return Path(config.runs_root) / config.table / uid
+    return run_folder(Path(config.runs_root) / config.table, config.row, config.seed, uid)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -119,7 +121,7 @@ def touch_heartbeat(folder: Path, job_id: str, **progress: float) -> None:
 class Status:
     state: str  # done | running | failed | pending
     detail: str = ""
-    result: dict[str, Any] | None = None  # result.json, checked, when done
+    result: Result | None = None  # result.json, checked, when done
 
 
 def non_finite(metrics: dict[str, float]) -> str:
@@ -127,22 +129,22 @@ def non_finite(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name} is {value}" for name, value in metrics.items() if not math.isfinite(value))
 
 
-def diverged(result: dict[str, Any], max_skipped_fraction: float) -> str:
-    """Why a finished run's result is no result ("" if it is one): a metric that is not finite, or more
+def diverged(outcome: Outcome, max_skipped_fraction: float) -> str:
+    """Why a finished run's outcome is no result ("" if it is one): a metric that is not finite, or more
     than `max_skipped_fraction` of its optimizer steps skipped for non-finite values."""
-    reasons = [non_finite(result["metrics"])]
-    steps, skipped = result.get("steps", 0), result.get("skipped_steps", 0)
+    reasons = [non_finite(outcome.metrics)]
+    steps, skipped = outcome.steps, outcome.skipped_steps
     if steps and skipped > max_skipped_fraction * steps:
         share = f"{100 * skipped / steps:.0f} %, above train.max_skipped_fraction={max_skipped_fraction:g}"
         reasons.append(f"{skipped} of {steps} optimizer steps skipped for non-finite values ({share})")
     return "; ".join(reason for reason in reasons if reason)
 
 
-def _metrics_line(result: dict[str, Any]) -> str:
+def _metrics_line(result: Result) -> str:
     """`top1 45.20 (best 46.10), top5 80.00` or `imagenet_a_top1 22.39, mce 51.60`: a result in a line."""
-    best = result.get("best", {})
+    best = result.best.metrics if result.best is not None else {}
     parts = []
-    for name, value in result["metrics"].items():
+    for name, value in result.metrics.items():
         text = f"{name} {value:.2f}"
         if name in best:
             text += f" (best {best[name]:.2f})"
@@ -150,16 +152,27 @@ def _metrics_line(result: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def write_result(folder: Path, result: Result) -> None:
+    """The run's result.json: written by the job wrapper once the engine is done (and by tests' stores)."""
+    atomic_write_json(folder / RESULT, result.to_json())
+
+
+def read_result(folder: Path) -> tuple[Result | None, str]:
+    """The run's result.json (None if there is none), or (None, why it cannot be read)."""
+    data, problem = read_object(folder / RESULT)
+    return (Result.from_json(data), "") if data is not None else (None, problem)
+
+
 def run_status(folder: Path) -> Status:
     """What the run folder says of its run (the scheduler is `harness.lifecycle`'s to ask); a broken file
     that decides the state makes the run failed, naming the file."""
-    result, problem = read_object(folder / RESULT)
+    result, problem = read_result(folder)
     if problem:
         return Status("failed", problem)
     if result is not None:
-        if not result["metrics"]:
+        if not result.metrics:
             return Status("failed", f"{RESULT}: key 'metrics' is empty, expected metric names and values")
-        if diverged := non_finite(result["metrics"]):
+        if diverged := non_finite(result.metrics):
             return Status("failed", f"diverged: {RESULT} says {diverged}")
         return Status("done", _metrics_line(result), result)
     failures = [read_object(path, FAILURES) for path in sorted(folder.glob(FAILURES))]

@@ -205,6 +205,7 @@ def test_gradients_reach_s(case):
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_grad_checkpointing_recomputes_and_gives_the_same_gradients(case):
     model, x = sar.attach(build(case)), images()

@@ -44,6 +44,7 @@ def _positive(value) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_every_section_ran_and_nothing_failed(smoke):
     assert smoke["failures"] == []
     assert set(smoke["results"]) == set(SECTIONS)
@@ -53,6 +54,7 @@ def test_every_section_ran_and_nothing_failed(smoke):
     assert smoke["machine"]["cpu_smoke"] is True and smoke["machine"]["triton_interpret"] == "1"
 
 
+@pytest.mark.slow
 def test_gpu_kernels_match_numba_on_every_case(smoke):
     result = smoke["results"]["correctness"]
     assert result["path"] == "triton kernels, interpreted"
@@ -63,6 +65,7 @@ def test_gpu_kernels_match_numba_on_every_case(smoke):
     assert 0 <= result["worst_grad_diff_to_tolerance"] < 1
 
 
+@pytest.mark.slow
 def test_loss_section_has_its_figures(smoke):
     result = smoke["results"]["loss"]
     for key in ("sar_fwd_bwd_ms", "reference_fwd_bwd_ms", "speedup_vs_reference", "loss"):
@@ -73,6 +76,7 @@ def test_loss_section_has_its_figures(smoke):
     assert result["goal_met"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("section", "variants", "ratios"),
     [
@@ -95,6 +99,7 @@ def test_training_sections_time_every_variant(smoke, section, variants, ratios):
         assert math.isfinite(result[key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU here")
 def test_without_a_gpu_it_says_so_and_exits_with_its_own_code(tmp_path):
     proc = _run("--out", str(tmp_path / "gpu.json"), interpret=False)

@@ -8,6 +8,7 @@ from harness.recipe import load_recipe
 from sar.models import MODEL_NAMES
 
 
+@pytest.mark.slow
 def test_an_estimate_counts_every_training_run_upstream_included_and_names_the_rest(capsys):
     """Tab. 4: its fine-tunes (each on its target's synthetic images) and the Tab. 2 runs they start from,
     once each, at one second per epoch per 1,000 images plus the once-per-run seconds; none estimated

@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 from harness import distributed
 from harness.cli import main
 from harness.config import RecipeError
-from harness.core.data import RunFailed
-from harness.core.job import run_job
+from harness.core.job import RunFailed, run_job
+from harness.core.result import Outcome
 from harness.core.steps import StepTotals
 from harness.recipe import load_recipe
-from harness.results import run_status
+from harness.results import run_dir, run_status
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 from tests.test_ssl_engines import _recipes
 
@@ -40,6 +40,7 @@ def _failed(folder, capsys) -> str:
     return state.detail
 
 
+@pytest.mark.slow
 def test_a_streak_shorter_than_an_epoch_fails_the_run_across_epochs(tmp_path, capsys):
     """3 steps per epoch, at most 5 non-finite in a row: only a streak that spans epochs can fail it."""
     recipe = write_tiny(tmp_path, tmp_path / "runs")
@@ -49,6 +50,7 @@ def test_a_streak_shorter_than_an_epoch_fails_the_run_across_epochs(tmp_path, ca
         assert "the loss was non-finite for 5 steps in a row (epoch 2, step 3)" in _failed(run.folder, capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["dino", "moco"])
 def test_the_streak_spans_epochs_in_the_pretraining_engines(tmp_path, row, capsys):
     """The tiny pre-training runs have 3 steps per epoch."""
@@ -59,6 +61,7 @@ def test_the_streak_spans_epochs_in_the_pretraining_engines(tmp_path, row, capsy
     assert "the loss was non-finite for 4 steps in a row" in _failed(run.folder, capsys)
 
 
+@pytest.mark.slow
 def test_the_streak_spans_epochs_in_the_linear_probe(tmp_path, capsys):
     _, down = _recipes(tmp_path)
     overrides = ["protocol.lr=1e38", "train.max_nonfinite_steps=4", "epochs=4"]
@@ -101,11 +104,11 @@ def test_a_run_that_ends_diverged_fails_instead_of_done(tmp_path, metrics, count
     config, uid = _tiny_config(tmp_path)  # train.max_skipped_fraction: 0.1 by default
 
     def engine(cfg, uid, world, folder):
-        return {"metrics": metrics, **counts}
+        return Outcome(metrics=metrics, **counts)
 
     with pytest.raises(RunFailed, match=said):
         run_job(engine, config, uid)
-    folder = tmp_path / "runs" / "tiny" / uid
+    folder = run_dir(OmegaConf.create(config), uid)
     assert not (folder / "result.json").exists()
     assert run_status(folder).detail.startswith(said)
 
@@ -126,7 +129,7 @@ def test_a_result_with_a_nan_metric_is_not_done_in_status_and_report(tmp_path, c
 
 def test_a_failure_file_that_cannot_be_written_does_not_hide_the_failure(tmp_path, capsys):
     config, uid = _tiny_config(tmp_path)
-    folder = tmp_path / "runs" / "tiny" / uid
+    folder = run_dir(OmegaConf.create(config), uid)
     # in the way of the failure file's atomic write, as a read-only folder is (root writes in those)
     (folder / f".failure.json.{os.getpid()}.tmp").mkdir(parents=True)
 

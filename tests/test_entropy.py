@@ -67,6 +67,7 @@ def test_mean_reduction_is_eq9_averaged_over_batch():
     torch.testing.assert_close(sar.spatial_entropy(S).double(), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_gradcheck_float64():
     S = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(

@@ -8,8 +8,6 @@ out-of-range labels in test_segmentation.py.
 An earlier test of MoCo-v3 checked only behaviour (the momentum update, which parameters get gradients),
 which a predictor without its last BatchNorm passes as well; these compare the modules themselves."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import timm
@@ -20,11 +18,11 @@ from torch.utils.data import TensorDataset
 
 import sar  # noqa: F401  (registers the models)
 from harness import distributed
+from harness.config import RECIPES_DIR
 from harness.core.data import train_loader
 from harness.recipe import load_recipe
 from harness.ssl import augment, dino, mocov3
 
-RECIPES = Path(__file__).parents[1] / "recipes"
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "num_classes": 0}
 
 
@@ -138,12 +136,13 @@ def resolved():
             ("table9", "dino"),
             ("table12", "pvt"),
         ]:
-            _, runs = load_recipe(RECIPES / f"{recipe}.yaml", [f"scale={scale}"])
+            _, runs = load_recipe(RECIPES_DIR / f"{recipe}.yaml", [f"scale={scale}"])
             run = next(r for r in runs if row in r.rows)
             out[scale, recipe, row] = run.config
     return out
 
 
+@pytest.mark.slow
 def test_each_protocol_resolves_to_its_codes_precision(resolved):
     """fp16 with a loss scaler for the supervised codes (DeiT's engine.py and SAR's main.py, Swin's O1),
     T2T's --amp, MoCo-v3's main_moco.py; float32 for DINO's released run (use_fp16 False), both linear
@@ -163,6 +162,7 @@ def test_each_protocol_resolves_to_its_codes_precision(resolved):
         assert "amp" not in cfg.train
 
 
+@pytest.mark.slow
 def test_blur_radii_at_paper_scale_and_shrunk_with_the_image_at_local_scale(resolved):
     for recipe_row, method in [
         (("table9_pretraining", "dino"), "dino"),
@@ -174,6 +174,7 @@ def test_blur_radii_at_paper_scale_and_shrunk_with_the_image_at_local_scale(reso
         assert list(local.protocol[method].blur_radius) == pytest.approx([0.1 * shrink, 2.0 * shrink])
 
 
+@pytest.mark.slow
 def test_the_segmentation_backbone_leaves_cls_out_of_stage_4(resolved):
     for scale in ("paper", "local"):
         assert resolved[scale, "table12", "pvt"].protocol.segmentation.backbone_cls is False

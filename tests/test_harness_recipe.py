@@ -107,6 +107,22 @@ def test_broken_recipes_are_refused_by_file_key_and_expectation(
     _refused(tmp_path, ["run", str(_broken(tiny, old, new)), *TINY_OVERRIDES], expected, capsys, monkeypatch)
 
 
+def test_a_choice_outside_its_enum_is_refused_by_omegaconf(tiny, tmp_path, capsys, monkeypatch):
+    """Choice fields are enums: the recipe's, an override's and a protocol file's values are refused when
+    composed or parsed, naming the file or override, the key, the value and the choices."""
+    original = tiny.read_text()
+    broken = _broken(tiny, "weight: 0.01", "weight: 0.01, variant: tvv")
+    expected = ["tiny.yaml", "loss.variant", "'tvv'", "entropy | tv"]
+    _refused(tmp_path, ["run", str(broken), *TINY_OVERRIDES], expected, capsys, monkeypatch)
+    tiny.write_text(original)
+    expected = ["override 'protocol.amp=fp8'", "protocol.amp", "'fp8'", "bf16 | fp16 | off"]
+    _refused(tmp_path, ["run", str(tiny), *TINY_OVERRIDES, "protocol.amp=fp8"], expected, capsys, monkeypatch)
+    (tmp_path / "protocol").mkdir()
+    (tmp_path / "protocol" / "mine.yaml").write_text("defaults: [deit, _self_]\nname: mine\namp: fp8\n")
+    expected = ["protocol 'mine'", "amp", "'fp8'", "bf16 | fp16 | off"]
+    _refused(tmp_path, ["run", str(tiny), *TINY_OVERRIDES, "protocol=mine"], expected, capsys, monkeypatch)
+
+
 def test_a_recipe_without_rows_is_refused(tmp_path, capsys, monkeypatch):
     path = tmp_path / "empty.yaml"
     path.write_text(
@@ -159,6 +175,7 @@ def test_missing_recipe_file(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
 
 
+@pytest.mark.slow
 def test_every_shipped_recipe_validates_at_both_scales():
     for path in sorted(RECIPES_DIR.glob("*.yaml")):
         for scale in ("paper", "local"):
@@ -166,15 +183,29 @@ def test_every_shipped_recipe_validates_at_both_scales():
             assert runs and all(r.config.scale == scale for r in runs)
 
 
+def _leaves(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        out.update(
+            _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+        )
+    return out
+
+
 def test_protocols_state_only_what_differs_from_the_one_they_extend():
-    """DeiT states every hyperparameter; PVT is DeiT's protocol but for the colour jitter; T2T, CvT, Swin
-    and the fine-tuning protocol list their differences."""
+    """A protocol file starts from its engine's schema (and states every value, which composition checks)
+    or from another protocol, and then states only what differs from it: PVT is DeiT's protocol but for
+    the colour jitter; T2T, CvT, Swin and fine-tuning extend DeiT, MoCo-v3's probe DINO's."""
     files = {p.stem: yaml.safe_load(p.read_text()) for p in (RECIPES_DIR / "protocol").glob("*.yaml")}
-    base = files.pop("deit")
+    bases = {name for name, own in files.items() if own["defaults"][0].startswith("schema_")}
+    assert bases == {"deit", "mocov3", "dino", "linear_probe_dino", "semantic_fpn"}
     for name, own in files.items():
-        assert own["defaults"] == ["deit", "_self_"], name
-        restated = {k for k, v in own.items() if k in base and base[k] == v and k != "name"}
-        assert not restated, f"{name}.yaml restates DeiT's {sorted(restated)}"
+        assert own["defaults"][1:] == ["_self_"], name
+        if name in bases:
+            continue
+        parent = _leaves(files[own["defaults"][0]])
+        restated = {k for k, v in _leaves(own).items() if k in parent and parent[k] == v and k != "name"}
+        assert not restated, f"{name}.yaml restates {own['defaults'][0]}'s {sorted(restated)}"
     _, runs = load_recipe(RECIPES_DIR / "table2.yaml")
     protocol = {run.config.row: run.config.protocol for run in runs}
     assert protocol["t2t"].warmup_epochs == 10 and protocol["t2t"].lr_batch_ref is None
@@ -297,6 +328,7 @@ def _uid_in_subprocess(path: Path) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.slow
 def test_uid_is_stable_across_processes(tiny):
     _, runs = load_recipe(tiny, TINY_OVERRIDES)
     assert _uid_in_subprocess(tiny) == runs[0].uid

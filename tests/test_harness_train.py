@@ -2,7 +2,6 @@
 resume after SIGKILL with the same metrics (data-loader workers included), the same metrics for any
 `data.num_workers`, and non-finite losses."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from harness.config import RECIPES_DIR
 from harness.core.data import SeededRepeatAugSampler
 from harness.recipe import load_recipe
-from harness.results import read_metrics, run_dir, run_status
+from harness.results import read_metrics, read_result, run_dir, run_status
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,7 @@ def _only_run(recipe: Path, *overrides: str):
     return runs
 
 
+@pytest.mark.slow
 def test_inline_run_writes_the_whole_run_folder(tmp_path):
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     _run_to_end("run", str(recipe), *TINY_OVERRIDES)
@@ -58,11 +61,11 @@ def test_inline_run_writes_the_whole_run_folder(tmp_path):
             "seconds",
         ):
             assert all(key in r for r in records), key
-        result = json.loads((folder / "result.json").read_text())
-        assert result["metrics"]["top1"] == records[-1]["val_top1"]
-        assert result["best"]["top1"] == max(r["val_top1"] for r in records)
+        result, _ = read_result(folder)
+        assert result.metrics["top1"] == records[-1]["val_top1"]
+        assert result.best.metrics["top1"] == max(r["val_top1"] for r in records)
         assert (folder / "checkpoint-best.pt").exists() and list(folder.glob("events.out.tfevents.*"))
-        assert result["provenance"]["git_commit"] and result["provenance"]["world_size"] == 1
+        assert result.provenance["git_commit"] and result.provenance["world_size"] == 1
         assert run_status(folder).state == "done"
     proc = _harness("run", str(recipe), *TINY_OVERRIDES, stdout=subprocess.PIPE, text=True)
     assert "already done" in proc.communicate(timeout=120)[0]
@@ -79,6 +82,7 @@ def _same_training(got: list[dict], expected: list[dict]) -> None:
         assert [r[key] for r in got] == [r[key] for r in expected], key
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     # with persistent data-loader workers, whose own RNG seeds a resumed process draws afresh
     overrides = [*TINY_OVERRIDES, "epochs=4", "data.synthetic.train_per_class=64", "data.num_workers=2"]
@@ -106,6 +110,7 @@ def test_sigkill_mid_epoch_resumes_to_the_same_metrics(tmp_path):
     _same_training(got, expected)
 
 
+@pytest.mark.slow
 def test_metrics_do_not_depend_on_num_workers(tmp_path):
     metrics = {}
     for workers in (0, 2):
@@ -129,6 +134,7 @@ def test_repeated_augmentation_order_follows_the_run_seed():
     assert list(sampler) == orders[1] != orders[0]
 
 
+@pytest.mark.slow
 def test_local_launcher_two_process_ddp(tmp_path):
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     overrides = [
@@ -141,11 +147,11 @@ def test_local_launcher_two_process_ddp(tmp_path):
     _run_to_end("run", str(recipe), *overrides)
     for run in _only_run(recipe, "launcher=local", "resources.tasks_per_node=2", "epochs=2"):
         folder = run_dir(run.config, run.uid)
-        result = json.loads((folder / "result.json").read_text())
-        assert result["provenance"]["world_size"] == 2
+        assert read_result(folder)[0].provenance["world_size"] == 2
         assert [r["epoch"] for r in read_metrics(folder)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_as_failed(tmp_path):
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     overrides = [
@@ -164,9 +170,10 @@ def test_non_finite_loss_stops_the_run_as_failed(tmp_path):
     assert status.state == "failed" and "non-finite" in status.detail
 
 
+@pytest.mark.slow
 def test_table1_local_dry_run_lists_twelve_runs_per_seed():
     proc = _harness(
-        "run", "recipes/table1.yaml", "scale=local", "--dry-run", stdout=subprocess.PIPE, text=True
+        "run", str(RECIPES_DIR / "table1.yaml"), "scale=local", "--dry-run", stdout=subprocess.PIPE, text=True
     )
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.count("synthetic (for imagenet100)") == 12 * 3  # local.seeds

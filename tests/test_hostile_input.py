@@ -207,6 +207,7 @@ def test_launching_where_it_cannot_stops_before_anything_starts(tiny, tmp_path, 
     )
 
 
+@pytest.mark.slow
 def test_a_refused_checkpoint_is_named_in_the_one_line_failure(tiny, tmp_path, capsys):
     run = load_recipe(tiny, TINY_OVERRIDES)[1][0]
     run.folder.mkdir(parents=True)
@@ -214,11 +215,14 @@ def test_a_refused_checkpoint_is_named_in_the_one_line_failure(tiny, tmp_path, c
     assert main(["run", str(tiny), *TINY_OVERRIDES, "launcher=inline"]) == 1
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith(f"{run.uid} (tiny base) failed: "))
-    assert f"checkpoint {run.folder / 'checkpoint.pt'} cannot be read" in line
+    assert f"checkpoint {tmp_path}" in line  # the line is bounded: its middle may be left out
     assert "weights_only=True refuses to build" in line and "GLOBAL posix.system" in line
+    failure = (run.folder / "failure.json").read_text()  # the whole reason
+    assert f"checkpoint {run.folder / 'checkpoint.pt'} cannot be read" in failure
     assert not (tmp_path / "executed").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_an_inline_run_says_how_to_resume(tiny, tmp_path):
     overrides = [*TINY_OVERRIDES, "epochs=200", "launcher=inline"]
     argv = [sys.executable, "-m", "harness", "run", str(tiny), *overrides]

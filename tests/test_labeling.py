@@ -35,6 +35,7 @@ def test_cpu_matches_scipy_on_hard_cases(name):
     _check_stack(name, mask, sar.connected_components(torch.from_numpy(mask)))
 
 
+@pytest.mark.slow
 def test_gpu_kernel_matches_scipy_on_random_maps():
     rng = np.random.default_rng(1)
     for name, masks in random_stacks(rng, per_case=4 if GPU == "cpu" else 60):

@@ -86,6 +86,7 @@ def saturated_cores():
         process.wait()
 
 
+@pytest.mark.slow
 def test_live_runs_are_not_launched_again_and_force_needs_cancel(
     tmp_path, capsys, monkeypatch, saturated_cores
 ):
@@ -120,6 +121,7 @@ def _wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_terminating_harness_run_stops_its_local_job(tmp_path, saturated_cores):
     """Started with `&` from a script and under nohup, `harness run` and the job it starts inherit SIGINT
     (and SIGHUP) ignored; SIGTERM still stops the command, its job and the job's trainer."""
@@ -159,6 +161,7 @@ def test_terminating_harness_run_stops_its_local_job(tmp_path, saturated_cores):
     assert not list(Path(runs[0].config.launcher.folder).rglob("%j"))  # no folder named after a placeholder
 
 
+@pytest.mark.slow
 def test_a_second_trainer_does_not_start_and_a_stale_lock_is_taken_over(tmp_path):
     from omegaconf import OmegaConf
 
@@ -177,7 +180,7 @@ def test_a_second_trainer_does_not_start_and_a_stale_lock_is_taken_over(tmp_path
     assert not (run.folder / LOCK).exists()  # released
     stale = {"job_id": "999", "launcher": "local", "host": socket.gethostname(), "pid": _dead_pid()}
     (run.folder / LOCK).write_text(json.dumps(stale))
-    assert train_run(config, run.uid)["metrics"]["top1"] >= 0  # the dead holder's lock is taken over
+    assert train_run(config, run.uid).metrics["top1"] >= 0  # the dead holder's lock is taken over
     assert not (run.folder / LOCK).exists()
 
 
@@ -196,6 +199,7 @@ def test_an_inline_run_lives_while_its_trainer_holds_the_lock(tmp_path):
     assert state.state == "interrupted" and not state.live
 
 
+@pytest.mark.slow
 def test_provenance_at_every_start_and_a_resume_on_other_code_refused(tmp_path, capsys):
     from harness.provenance import LOG
 

@@ -161,6 +161,7 @@ def test_only_the_standard_block_keeps_an_identity_path(name, mode):
     assert torch.allclose(out1, out2) == (mode != "standard")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("timm_name", ["vit_tiny_patch16_224", "vit_small_patch16_224"])
 def test_standard_vit_equals_timm(timm_name):
     torch.manual_seed(0)
@@ -174,6 +175,7 @@ def test_standard_vit_equals_timm(timm_name):
     torch.testing.assert_close(ours.forward_features(x), reference.forward_features(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_parameter_count_and_macs_match_the_published_figures(name, capsys):
     params_m, gmacs = PUBLISHED[name]
@@ -205,6 +207,7 @@ def test_training_step_at_small_size(name):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_features_heads_and_classes(name):
     model = small(name).eval()
@@ -229,6 +232,7 @@ def test_bf16_autocast_keeps_s_in_float32(name):
     assert S.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_compiled_forward_matches_eager():
     model = small("sar_vit_tiny_patch16_224").eval()
     x = torch.randn(2, 3, 64, 64)

@@ -217,6 +217,7 @@ def test_vit_s_224_at_other_sizes_equals_timm_dynamic_img_size(vit_s_224, size):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_training_step_at_another_size_reaches_every_parameter(name):
     torch.manual_seed(0)
@@ -272,6 +273,7 @@ def test_fixed_size_vit_and_patch_grid_refuse_other_sizes(local_models):
     torch.testing.assert_close(fmap[:, :, 1, 2], tokens[:, 1 + 1 * 12 + 2])  # raster order, row 1, column 2
 
 
+@pytest.mark.slow
 def test_paper_models_take_their_strides():
     """The registered models at their own build size: the multiples they take and S's grid at 480 px."""
     expected = {  # name: (size multiple, S's grid at 480 px, at 96 px)

@@ -8,6 +8,7 @@ import re
 import pytest
 import timm
 import torch
+from torch import nn
 
 from sar.models import MODEL_NAMES, SARBlock, local_kwargs
 from sar.models.base import PyramidModel
@@ -247,6 +248,7 @@ def test_features_only_through_timm_create_model(models, name):
     torch.testing.assert_close(maps, expected, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_pvt_small_features_are_the_segmentation_backbones():
     features = timm.create_model("sar_pvt_small", features_only=True, out_indices=(0, 1, 2, 3)).eval()
@@ -275,6 +277,7 @@ def stage_token_counts(model, run) -> list[int]:
     return counts
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_pvt_stage4_maps_are_the_official_segmentation_backbones_token_set(models):
     """whai362/PVT `segmentation/pvt.py` (v1): stage 4 runs on its h*w patch tokens alone, with
@@ -337,3 +340,28 @@ def test_pvt_features_only_lack_the_classifier_and_what_follows_the_last_map(
     features.model.load_state_dict({k: v for k, v in state.items() if k not in lacking}, strict=True)
     expected = full.forward_intermediates(x, indices=kept, intermediates_only=True)
     torch.testing.assert_close(features(x), expected, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_what_the_models_take_from_timm_is_what_timm_does_for_its_own_vit():
+    """The one private timm name the models use (`FeatureGetterNet`, in `with_features`) and what they
+    write after timm (the indices of `forward_intermediates`, a feature net's config), against timm's own
+    ViT through its public API: a timm upgrade that moves or changes them fails here."""
+    kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 4, "num_heads": 2}
+    theirs = timm.create_model("vit_tiny_patch16_224", **kwargs).eval()
+    ours = timm.create_model("sar_vit_tiny_patch16_224", **kwargs).eval()
+    x = images((32, 32))
+
+    def blocks_taken(model: nn.Module, indices) -> list[int]:
+        everything = model.forward_intermediates(x, intermediates_only=True)
+        taken = model.forward_intermediates(x, indices=indices, intermediates_only=True)
+        return [next(i for i, a in enumerate(everything) if torch.equal(a, t)) for t in taken]
+
+    for indices in (None, 1, 3, [0, -1], (-3, 1), [2]):
+        assert blocks_taken(ours, indices) == blocks_taken(theirs, indices), indices
+    their_net = timm.create_model("vit_tiny_patch16_224", features_only=True, feature_cls="getter", **kwargs)
+    our_net = timm.create_model("sar_vit_tiny_patch16_224", features_only=True, **kwargs)
+    assert type(our_net) is type(their_net)
+    dropped = set(theirs.pretrained_cfg) - set(their_net.pretrained_cfg)
+    ours_dropped = set(ours.pretrained_cfg) - set(our_net.pretrained_cfg)
+    assert dropped and ours_dropped == dropped & set(ours.pretrained_cfg)

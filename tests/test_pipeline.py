@@ -14,9 +14,10 @@ import pytest
 from harness import launch as launch_module
 from harness import lifecycle
 from harness.cli import main
+from harness.core.result import Result
 from harness.pipeline import DONE, UNNEEDED, graph, plan
 from harness.recipe import load_recipe
-from harness.results import BEST_CHECKPOINT, CHECKPOINT
+from harness.results import BEST_CHECKPOINT, CHECKPOINT, write_result
 from tests.harness_fixtures import TINY, TINY_KWARGS
 
 DOWNSTREAM = """
@@ -83,7 +84,7 @@ def write_downstream(
 def fake_done(folder: Path, checkpoints: tuple[str, ...] = (CHECKPOINT, BEST_CHECKPOINT)) -> None:
     """A finished run folder, as far as `status` and a downstream run's checks can tell."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps({"metrics": {"top1": 50.0}}))
+    write_result(folder, Result(metrics={"top1": 50.0}))
     for name in checkpoints:
         (folder / name).write_bytes(b"not a real checkpoint")
 
@@ -303,6 +304,7 @@ def test_status_shows_each_runs_upstream_state(pipeline, capsys):
 # Needs the engines (supervised and finetune): the upstream and downstream runs really train.
 
 
+@pytest.mark.slow
 def test_run_trains_the_missing_upstream_first_then_the_downstream(tmp_path, capsys):
     runs = tmp_path / "runs"
     upstream = write_upstream(tmp_path, runs)

@@ -22,11 +22,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import PROJECT_DIR, RECIPES_DIR
+from harness.core.result import Best, Extra, Result
 from harness.eval import CORRUPTIONS, EXTRA_CORRUPTIONS, keep_mass
 from harness.recipe import load_recipe
-from harness.report import attention, figures, format
+from harness.report import attention, figures, formatting
 from harness.report.aggregate import RunRecord, audit, cells, jaccard_void, scorecard, verdict, welch_p
 from harness.report.render import render_index, render_table, report_stem, write_report
+from harness.results import write_result
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny-report.md"
@@ -48,14 +50,11 @@ def _store(recipe: Path, seeds: int = 2, extra: tuple[str, ...] = ()) -> list:
             "gpu": None,
             "world_size": 1,
         }
-        result = {
-            "metrics": {"top1": top1, "top5": 90.0},
-            "best": {"top1": top1, "epoch": 3},
-            "gpu_hours": 0.0,
-            "wall_time_s": 360.0,
-            "provenance": provenance,
-        }
-        (run.folder / "result.json").write_text(json.dumps(result))
+        best = Best({"top1": top1}, epoch=3)
+        result = Result(
+            metrics={"top1": top1, "top5": 90.0}, best=best, wall_time_s=360.0, provenance=provenance
+        )
+        write_result(run.folder, result)
     return runs
 
 
@@ -85,7 +84,7 @@ def test_regenerating_without_new_runs_gives_the_same_files(tmp_path):
 
 
 def test_the_papers_gains_are_written_as_it_prints_them():
-    assert [format.gain(v) for v in (2.5, 0.42, -0.46, 4.42, 2.0, 0.0, -0.0, 18.17, 0.1)] == [
+    assert [formatting.gain(v) for v in (2.5, 0.42, -0.46, 4.42, 2.0, 0.0, -0.0, 18.17, 0.1)] == [
         "+2.5",
         "+0.42",
         "-0.46",
@@ -96,16 +95,17 @@ def test_the_papers_gains_are_written_as_it_prints_them():
         "+18.17",
         "+0.1",
     ]
-    assert [format.number(v) for v in (75.72, 41.0, 52.8, 55)] == ["75.72", "41.0", "52.8", "55.0"]
+    assert [formatting.number(v) for v in (75.72, 41.0, 52.8, 55)] == ["75.72", "41.0", "52.8", "55.0"]
 
 
 def test_ours_are_written_at_the_papers_precision():
-    assert [format.signed(v, 2) for v in (2.0, 0.42, -1.5, -0.001)] == ["+2.00", "+0.42", "-1.50", "+0.00"]
-    assert format.signed(-1.2, 1) == "-1.2"
-    assert format.precision([74.22, 74.64, 2.5]) == 2 and format.precision([52.8, 51.6, -1.2]) == 1
-    assert format.precision([math.nan]) == format.DEFAULT_DIGITS
-    assert format.spread(21.0, 0.5, 3, 2) == "21.00 ± 0.50 (n=3)"
-    assert format.spread(21.0, 0.0, 1, 1, show_n=False) == "21.0"
+    signed = [formatting.signed(v, 2) for v in (2.0, 0.42, -1.5, -0.001)]
+    assert signed == ["+2.00", "+0.42", "-1.50", "+0.00"]
+    assert formatting.signed(-1.2, 1) == "-1.2"
+    assert formatting.precision([74.22, 74.64, 2.5]) == 2 and formatting.precision([52.8, 51.6, -1.2]) == 1
+    assert formatting.precision([math.nan]) == formatting.DEFAULT_DIGITS
+    assert formatting.spread(21.0, 0.5, 3, 2) == "21.00 ± 0.50 (n=3)"
+    assert formatting.spread(21.0, 0.0, 1, 1, show_n=False) == "21.0"
 
 
 def test_scorecard_arithmetic():
@@ -217,22 +217,22 @@ def _local_table1(root: Path) -> None:
         top1 = 20.0 + index + run.seed / 2
         curve = [{"epoch": e, "val_top1": top1 - 3 + e} for e in (1, 2, 3)]
         (run.folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in curve))
-        result = {"metrics": {"top1": top1}, "best": {"top1": top1 + 1, "epoch": 2}, "gpu_hours": 0.0}
-        (run.folder / "result.json").write_text(json.dumps(result))
+        write_result(run.folder, Result(metrics={"top1": top1}, best=Best({"top1": top1 + 1}, epoch=2)))
 
 
+@pytest.mark.slow
 def test_report_all_and_report_recipe_write_the_same_bytes(tmp_path, capsys, monkeypatch):
     from harness.cli import main
 
     _local_table1(tmp_path / "runs")
-    monkeypatch.chdir(PROJECT_DIR)
+    monkeypatch.chdir(tmp_path)  # the recipe's label and the store do not depend on the working folder
     local = ["scale=local", "seeds=[0,1]", f"runs_root={tmp_path / 'runs'}"]
     assert main(["report", "--all", *local, "--out", str(tmp_path / "all")]) == 0
     for name in ("table1-local", "table2-local", "figure3-local"):
         assert (tmp_path / "all" / f"{name}.html").is_file()
     index = (tmp_path / "all" / "index.html").read_text()
     assert "table1-local.html" in index and "local" in index
-    assert main(["report", "recipes/table1.yaml", *local, "--out", str(tmp_path / "one")]) == 0
+    assert main(["report", str(RECIPES_DIR / "table1.yaml"), *local, "--out", str(tmp_path / "one")]) == 0
     one = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("table1-local*")}
     assert {p.name for p in one} >= {"table1-local.md", "table1-local.html", "table1-local.json"}
     assert any(p.suffix == ".png" for p in one)
@@ -303,7 +303,9 @@ def test_local_headers_and_labels_say_the_epochs_and_the_model_as_trained(tmp_pa
     records = []
     for seed in (0, 1, 2):
         for row, top1 in (("vit-100", 21.0), ("sar-100", 23.0), ("vit-300", 29.5), ("sar-300", 29.5)):
-            record = _record(f"1c/{row}", seed, metrics={"top1": top1 + seed / 4}, best={"top1": top1 + 1})
+            record = _record(
+                f"1c/{row}", seed, metrics={"top1": top1 + seed / 4}, best=Best({"top1": top1 + 1})
+            )
             record.trained = _trained(8 if row.endswith("100") else 24)
             records.append(record)
     text = _markdown(_recipe(TAB1C, ["top1"], "local"), records, tmp_path)
@@ -406,7 +408,9 @@ def _recipe(rows: list[dict[str, Any]], metrics: list[str], scale: str = "paper"
 
 
 def _record(row: str, seed: int = 0, curve: tuple[dict[str, float], ...] = (), **result: Any) -> RunRecord:
-    return RunRecord(f"{row}-{seed}", [row], seed, "done", "", Path("."), result, list(curve))
+    """A done run whose `Result` has the given fields (no metrics unless given)."""
+    done = Result(**{"metrics": {}, **result})
+    return RunRecord(f"{row}-{seed}", [row], seed, "done", "", Path("."), done, list(curve))
 
 
 def _markdown(recipe: DictConfig, records: list[RunRecord], out: Path) -> str:
@@ -429,9 +433,9 @@ TAB5 = [
 def test_two_metrics_with_their_directions(tmp_path):
     recipe = _recipe(TAB5, ["imagenet_a_top1", "mce"])
     records = [
-        _record("vit", metrics={"imagenet_a_top1": 20.0, "mce": 53.0}, mce_reference="alexnet"),
-        _record("sar", metrics={"imagenet_a_top1": 21.5, "mce": 51.8}, mce_reference="alexnet"),
-        _record("tv", metrics={"imagenet_a_top1": 19.0, "mce": 53.5}, mce_reference="alexnet"),
+        _record("vit", metrics={"imagenet_a_top1": 20.0, "mce": 53.0}, extra=Extra(mce_reference="alexnet")),
+        _record("sar", metrics={"imagenet_a_top1": 21.5, "mce": 51.8}, extra=Extra(mce_reference="alexnet")),
+        _record("tv", metrics={"imagenet_a_top1": 19.0, "mce": 53.5}, extra=Extra(mce_reference="alexnet")),
     ]
     frame = cells(recipe, records).set_index(["id", "metric"])
     assert frame.loc[("sar", "mce"), "gain"] == pytest.approx(-1.2)
@@ -468,7 +472,12 @@ def test_only_gains_clear_of_the_seeds_noise_are_coloured_and_counted(tmp_path):
     recipe = _recipe(TAB5, ["imagenet_a_top1", "mce"])
     seeds = {"vit": (19.0, 19.5, 20.0), "sar": (22.0, 22.5, 23.0), "tv": (18.5, 19.5, 20.5)}
     records = [
-        _record(row, seed, metrics={"imagenet_a_top1": value, "mce": 52.0 + seed}, mce_reference="alexnet")
+        _record(
+            row,
+            seed,
+            metrics={"imagenet_a_top1": value, "mce": 52.0 + seed},
+            extra=Extra(mce_reference="alexnet"),
+        )
         for row, values in seeds.items()
         for seed, value in enumerate(values)
     ]
@@ -572,9 +581,9 @@ def test_local_mce_is_normalised_by_the_baseline_row(tmp_path):
     vit = [_errors(CORRUPTIONS, 0.30, 0.05), _errors(CORRUPTIONS, 0.34, 0.05)]
     sar = _errors(CORRUPTIONS + EXTRA_CORRUPTIONS, 0.25, 0.04)  # the 4 extra corruptions are not in the mCE
     records = [
-        *[_record("vit", seed, metrics={}, imagenet_c_errors=e) for seed, e in enumerate(vit)],
-        _record("sar", metrics={}, imagenet_c_errors=sar),
-        _record("lost", metrics={}, imagenet_c_errors=sar),
+        *[_record("vit", seed, metrics={}, extra=Extra(imagenet_c_errors=e)) for seed, e in enumerate(vit)],
+        _record("sar", metrics={}, extra=Extra(imagenet_c_errors=sar)),
+        _record("lost", metrics={}, extra=Extra(imagenet_c_errors=sar)),
     ]
     # 100 x mean over the 15 corruptions c of sum_s E_sar[c][s] / sum_s R[c][s], R the mean of vit's 2 seeds
     reference = {c: [(vit[0][c][s] + vit[1][c][s]) / 2 for s in range(5)] for c in CORRUPTIONS}
@@ -630,9 +639,12 @@ def test_a_pivoted_group_of_datasets(tmp_path):
 def test_the_report_says_how_void_pixels_entered_the_jaccard(tmp_path):
     recipe = _recipe([{"id": "vit", "label": "ViT-S/16", "paper": {"jaccard": 31.2}}], ["jaccard"])
     assert jaccard_void([]) is None
-    excluded = [_record("vit", seed, metrics={"jaccard": 30.0}, jaccard_void="excluded") for seed in (0, 1)]
+    excluded = [
+        _record("vit", seed, metrics={"jaccard": 30.0}, extra=Extra(jaccard_void="excluded"))
+        for seed in (0, 1)
+    ]
     assert "Jaccard ↑: VOC's void pixels (label 255) were excluded" in _markdown(recipe, excluded, tmp_path)
-    included = _record("vit", 2, metrics={"jaccard": 29.0}, jaccard_void="included")
+    included = _record("vit", 2, metrics={"jaccard": 29.0}, extra=Extra(jaccard_void="included"))
     assert jaccard_void([included]) == "included"
     assert "Jaccard ↑: VOC's void pixels mixed: some runs excluded them" in _markdown(
         recipe, [*excluded, included], tmp_path

@@ -2,7 +2,6 @@
 aligned, the Semantic FPN on the PVT's stage maps, the backbone loaded strictly from its upstream, the
 engine resuming by iteration to the same numbers, and the recipe's rows and printed gain."""
 
-import json
 import math
 import random
 import shutil
@@ -15,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 import sar  # noqa: F401  (registers the models)
-from harness.config import RecipeError
+from harness.config import RECIPES_DIR, RecipeError
 from harness.core import checkpoint
 from harness.core.rng import seeded
 from harness.engines import segmentation as engine
@@ -23,7 +22,7 @@ from harness.engines import train_run
 from harness.eval import intersect_and_union, majority_miou, miou_from_areas
 from harness.recipe import load_recipe
 from harness.report.aggregate import arithmetic, cells
-from harness.results import CHECKPOINT, read_metrics
+from harness.results import CHECKPOINT, read_metrics, read_result
 from harness.segment import data as seg_data
 from harness.segment import transforms
 from harness.segment.fpn import SemanticFPN
@@ -193,6 +192,7 @@ def test_a_flipped_sample_is_the_mirror_image_of_the_unflipped_one(monkeypatch):
     assert torch.equal(flipped[0], plain[0].flip(-1)) and torch.equal(flipped[1], plain[1].flip(-1))
 
 
+@pytest.mark.slow
 def test_crops_avoid_one_class_covering_the_crop():
     label = np.zeros((32, 64), dtype=np.uint8)
     label[:, 48:] = 1  # a crop shows class 1 on more than a quarter of it for a quarter of the offsets
@@ -235,6 +235,7 @@ def test_test_pipeline_aligns_sizes_to_32_and_keeps_the_labels():
 # -------------------------------------------------------------------------------------------- the model
 
 
+@pytest.mark.slow
 def test_semantic_fpn_on_pvt_small_stage_maps():
     backbone = timm.create_model("sar_pvt_small", features_only=True)
     assert backbone.feature_info.channels() == [64, 128, 320, 512]
@@ -313,31 +314,32 @@ class Stop(Exception):
     """Stands for the job being killed right after a checkpoint."""
 
 
+@pytest.mark.slow
 def test_resume_by_iteration_gives_the_same_final_metrics(upstream, monkeypatch):
     _, (run, _) = load_recipe(_downstream(upstream.parent, upstream))
     straight = train_run(OmegaConf.to_container(run.config), run.uid)
-    assert straight["engine"] == "segmentation" and 0 <= straight["metrics"]["miou"] <= 100
+    assert straight.engine == "segmentation" and 0 <= straight.metrics["miou"] <= 100
     unused = ["cls_token", "head.bias", "head.weight", "norm.bias", "norm.weight"]
-    assert straight["upstream_keys_unused"] == unused
+    assert straight.extra.upstream_keys_unused == unused
     records = read_metrics(run.folder)
     assert [r["iteration"] for r in records] == [2, 4] and len(records[0]["val_per_class_iou"]) == 2
 
     shutil.rmtree(run.folder)  # the same run again, killed after its first checkpoint, then resumed
-    real_save = engine._save
+    real_save = checkpoint.save
 
-    def save_then_die(*args):
-        real_save(*args)
+    def save_then_die(path, payload):
+        real_save(path, payload)
         raise Stop
 
-    monkeypatch.setattr(engine, "_save", save_then_die)
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
     with pytest.raises(Stop):
         train_run(OmegaConf.to_container(run.config), run.uid)
     assert torch.load(run.folder / CHECKPOINT, weights_only=True)["iteration"] == 2
-    monkeypatch.setattr(engine, "_save", real_save)
+    monkeypatch.setattr(checkpoint, "save", real_save)
     resumed = train_run(OmegaConf.to_container(run.config), run.uid)
-    assert resumed["metrics"] == straight["metrics"] and resumed["per_class_iou"] == straight["per_class_iou"]
+    assert resumed.metrics == straight.metrics and resumed.extra == straight.extra
     assert read_metrics(run.folder) == records
-    assert json.loads((run.folder / "result.json").read_text())["best"] == straight["best"]
+    assert read_result(run.folder)[0].best == straight.best
 
 
 def test_poly_decay_per_iteration():
@@ -357,7 +359,7 @@ def test_a_row_must_keep_its_upstream_last_block(tmp_path, upstream):
 
 
 def test_table12_starts_from_table2_and_flags_the_printed_gain():
-    recipe, runs = load_recipe(Path("recipes/table12.yaml"))
+    recipe, runs = load_recipe(RECIPES_DIR / "table12.yaml")
     by_row = {row: run for run in runs for row in run.rows}
     assert set(by_row) == {"pvt", "pvt-code", "pvt-sar"} and by_row["pvt"] is by_row["pvt-code"]
     for row, upstream_row, block in (("pvt", "pvt", "standard"), ("pvt-sar", "pvt-sar", "sar")):
@@ -386,12 +388,12 @@ def test_table12_starts_from_table2_and_flags_the_printed_gain():
 )
 def test_table12_refuses_bad_values_naming_file_and_key(override, message):
     with pytest.raises(RecipeError, match=message) as error:
-        load_recipe(Path("recipes/table12.yaml"), [override])
+        load_recipe(RECIPES_DIR / "table12.yaml", [override])
     assert "table12.yaml" in str(error.value)
 
 
 def test_local_scale_segments_the_synthetic_objects_from_their_background():
-    _, runs = load_recipe(Path("recipes/table12.yaml"), ["scale=local"])
+    _, runs = load_recipe(RECIPES_DIR / "table12.yaml", ["scale=local"])
     config = runs[0].config
     seg = config.protocol.segmentation
     assert (seg.crop_size, list(seg.img_scale), seg.neck_channels, seg.head_channels) == (

@@ -15,7 +15,7 @@ import submitit
 
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # real jobs: minutes, not seconds
 
 REPO = Path(__file__).resolve().parents[1]
 UP = "bash tests/slurm/cluster.sh up"
@@ -80,6 +80,8 @@ def test_submitit_map_array_completes(tmp_path):
 
 
 def test_harness_run_on_slurm(tmp_path):
+    from harness.results import read_result
+
     runs = tmp_path / "runs"
     recipe = write_tiny(tmp_path, runs)
     overrides = [
@@ -108,7 +110,7 @@ def test_harness_run_on_slurm(tmp_path):
             pytest.fail(f"{len(results)}/2 result.json after 120 s; submitit logs:\n{logs}")
         time.sleep(2)
     for path in results:
-        top1 = json.loads(path.read_text())["metrics"]["top1"]
+        top1 = read_result(path.parent)[0].metrics["top1"]
         assert isinstance(top1, float | int) and 0 <= top1 <= 100, top1
 
 
@@ -178,6 +180,17 @@ def _states(recipe: Path, overrides: list[str]) -> dict[str, str]:
     return {run.rows[0]: state for run, state in zip(runs, run_states([r.folder for r in runs]), strict=True)}
 
 
+def _why_not_cancelled(job: str, log: str) -> str:
+    """What Slurm and the job's log say, for a job that ended otherwise than cancelled."""
+    sacct = subprocess.run(
+        ["sacct", "-j", job, "-o", "JobID,State,ExitCode,Reason,Start,End", "-P"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    tail = Path(log).read_text(errors="replace")[-3000:] if Path(log).is_file() else "(no log)"
+    return f"sacct:\n{sacct}\nlog tail:\n{tail}"
+
+
 def test_live_jobs_are_not_launched_twice_and_scancel_shows_as_cancelled(tmp_path):
     recipe = write_tiny(tmp_path, tmp_path / "runs")
     overrides = [*TINY_OVERRIDES, *SLURM_OVERRIDES, "epochs=100"]
@@ -194,7 +207,7 @@ def test_live_jobs_are_not_launched_twice_and_scancel_shows_as_cancelled(tmp_pat
     subprocess.run(["scancel", job], check=True)
     _wait_until(lambda: _states(recipe, overrides)["base"].state == "failed", 60, "failed after scancel")
     state = _states(recipe, overrides)["base"]
-    assert "CANCELLED" in state.detail and state.logs.endswith(".err")
+    assert "CANCELLED" in state.detail and state.logs.endswith(".err"), _why_not_cancelled(job, state.logs)
     status = _harness("status", str(recipe), *overrides)
     assert "failed: Slurm: CANCELLED" in status.stdout and f"logs in {state.logs}" in status.stdout
     cancelled = _harness("run", str(recipe), *overrides, "--force", "--cancel")  # stops the other job too
@@ -251,7 +264,9 @@ def test_usr2_mid_run_requeues_and_ends_with_the_same_metrics(tmp_path):
     assert (
         _harness("run", str(recipe), *overrides, "launcher=inline", f"runs_root={reference}").returncode == 0
     )
-    resumed, uninterrupted = read_metrics(run.folder), read_metrics(reference / "tiny" / run.uid)
+    _, (straight, _) = load_recipe(recipe, [*overrides, f"runs_root={reference}"])
+    resumed, uninterrupted = read_metrics(run.folder), read_metrics(straight.folder)
+    assert uninterrupted and straight.uid == run.uid
     assert [m["epoch"] for m in resumed] == [1, 2, 3, 4, 5, 6]
     keys = ("train_loss", "val_top1", "val_top5")
     assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in uninterrupted]

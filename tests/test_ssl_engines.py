@@ -12,8 +12,9 @@ from harness.config import RecipeError
 from harness.core import checkpoint
 from harness.engines import linear_probe, train_run
 from harness.recipe import load_recipe
-from harness.results import CHECKPOINT, read_metrics
+from harness.results import CHECKPOINT, read_metrics, run_dir
 from tests.harness_fixtures import TINY_KWARGS
+from tests.resumed import assert_equal, checkpoint_states, resumed_like
 
 SSL = """
 defaults:
@@ -80,57 +81,16 @@ def pretrained(tmp_path_factory):
     return up, down, {run.rows[0]: run for run in runs}
 
 
-def _states(path: Path) -> dict:
-    saved = checkpoint.load(path, "test")
-    return {key: saved[key] for key in saved if key not in ("records", "state", "rng")}
-
-
-def _assert_equal(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_equal(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
-class Killed(Exception):
-    """Stands for a job killed right after its first epoch's checkpoint."""
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["dino", "moco"])
 def test_resume_in_the_middle_of_pretraining_is_exact(pretrained, tmp_path, monkeypatch, row):
     _, _, runs = pretrained
     straight = runs[row]
     config = OmegaConf.to_container(straight.config)
-    config["runs_root"] = str(tmp_path)
-    real_save = checkpoint.save
-
-    def save_then_die(path, payload):
-        real_save(path, payload)
-        if path.name == CHECKPOINT and payload["epoch"] == 1:
-            raise Killed
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Killed):
-        train_run(config, straight.uid)
-    monkeypatch.undo()
-    result = train_run(config, straight.uid)  # resumes at epoch 2
-    folder = tmp_path / straight.table / straight.uid
-    resumed, reference = _states(folder / CHECKPOINT), _states(straight.folder / CHECKPOINT)
-    _assert_equal(resumed, reference, row)  # teacher, centre / momentum encoder, optimizer: bit for bit
-    timeless = [
-        [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(f)]
-        for f in (folder, straight.folder)
-    ]
-    assert timeless[0] == timeless[1]  # momenta, temperatures, losses
-    assert [r["epoch"] for r in read_metrics(folder)] == [1, 2]
-    assert set(result["metrics"]) == {"ssl_loss", "spatial_entropy"}
+    # teacher, centre / momentum encoder, optimizer: bit for bit
+    result = resumed_like(straight.folder, config, straight.uid, tmp_path, monkeypatch)
+    reference = checkpoint_states(straight.folder / CHECKPOINT)
+    assert set(result.metrics) == {"ssl_loss", "spatial_entropy"}
     if row == "dino":
         assert not torch.equal(reference["loss"]["center"], torch.zeros_like(reference["loss"]["center"]))
         teacher = {
@@ -138,9 +98,21 @@ def test_resume_in_the_middle_of_pretraining_is_exact(pretrained, tmp_path, monk
             for k, v in reference["teacher"].items()
             if k.startswith("backbone.")
         }
-        _assert_equal(reference["model"], teacher, "the checkpoint's model is the teacher's backbone")
+        assert_equal(reference["model"], teacher, "the checkpoint's model is the teacher's backbone")
 
 
+@pytest.mark.slow
+def test_resume_in_the_middle_of_a_probe_is_exact(pretrained, tmp_path, monkeypatch):
+    _, down, _ = pretrained
+    probe = next(r for r in load_recipe(down)[1] if r.rows == ["probe"])
+    config = {**OmegaConf.to_container(probe.config), "runs_root": str(tmp_path / "straight")}
+    straight = train_run(config, probe.uid)
+    folder = run_dir(OmegaConf.create(config), probe.uid)
+    resumed = resumed_like(folder, config, probe.uid, tmp_path / "resumed", monkeypatch)
+    assert resumed.metrics == straight.metrics and resumed.best == straight.best
+
+
+@pytest.mark.slow
 def test_the_teacher_temperature_and_momentum_follow_their_schedules(pretrained):
     _, _, runs = pretrained
     records = read_metrics(runs["dino"].folder)
@@ -150,6 +122,7 @@ def test_the_teacher_temperature_and_momentum_follow_their_schedules(pretrained)
     assert all(r["skipped_steps"] == 0 for r in records)
 
 
+@pytest.mark.slow
 def test_the_probe_sees_a_frozen_backbone(pretrained, monkeypatch):
     _, down, runs = pretrained
     _, probes = load_recipe(down)
@@ -169,20 +142,21 @@ def test_the_probe_sees_a_frozen_backbone(pretrained, monkeypatch):
     assert seen["requires_grad"] is False and not backbone.training
     assert all(not p.requires_grad and p.grad is None for p in backbone.parameters())
     upstream = checkpoint.load(runs["dino"].folder / CHECKPOINT, "test")["model"]
-    _assert_equal(backbone.state_dict(), upstream, "the backbone is unchanged by probing")
-    assert 0 <= result["metrics"]["top1"] <= 100 and result["features"] == "last4"
+    assert_equal(backbone.state_dict(), upstream, "the backbone is unchanged by probing")
+    assert 0 <= result.metrics["top1"] <= 100 and result.extra.features == "last4"
     saved = checkpoint.load(probe.folder / CHECKPOINT, "test")
     assert set(saved["classifier"]) == {"weight", "bias"}
     assert saved["classifier"]["weight"].shape == (4, 2 * 48)  # the [CLS] of every block: there are 2
 
 
+@pytest.mark.slow
 def test_the_jaccard_reads_the_headless_backbone(pretrained):
     _, down, _ = pretrained
     _, runs = load_recipe(down)
     evaluation = next(r for r in runs if r.rows == ["jaccard"])
     assert evaluation.config.upstream.engine == "dino"
     result = train_run(OmegaConf.to_container(evaluation.config), evaluation.uid)
-    assert 0 < result["metrics"]["jaccard"] <= 100
+    assert 0 < result.metrics["jaccard"] <= 100
 
 
 def test_recipe_errors_name_the_key(tmp_path):

@@ -3,13 +3,14 @@ pipeline (probes and Jaccards consume the pre-training runs), the local scale, a
 
 import pytest
 
+from harness.config import RECIPES_DIR
 from harness.recipe import load_recipe
 from harness.report import aggregate
 
 
 @pytest.fixture(scope="module")
 def paper():
-    recipe, runs = load_recipe("recipes/table9.yaml")
+    recipe, runs = load_recipe(RECIPES_DIR / "table9.yaml")
     return recipe, {run.rows[0]: run for run in runs}
 
 
@@ -59,7 +60,7 @@ def test_the_audit_flags_the_printed_mocov3_jaccard_gain(paper):
 
 
 def test_local_scale_is_sized_for_two_cpu_cores():
-    _, runs = load_recipe("recipes/table9.yaml", ["scale=local"])
+    _, runs = load_recipe(RECIPES_DIR / "table9.yaml", ["scale=local"])
     by_row = {run.rows[0]: run for run in runs}
     dino = by_row["dino"].upstream.config
     assert dino.data.dataset == "synthetic" and dino.epochs == 3 and dino.protocol.batch_size == 64
@@ -71,9 +72,9 @@ def test_local_scale_is_sized_for_two_cpu_cores():
 
 
 def test_the_figures_share_the_pretraining_runs():
-    _, pretraining = load_recipe("recipes/table9_pretraining.yaml", ["scale=local"])
+    _, pretraining = load_recipe(RECIPES_DIR / "table9_pretraining.yaml", ["scale=local"])
     uids = {run.rows[0]: run.uid for run in pretraining}
     for name, rows in (("figure6", ["mocov3", "mocov3-sar"]), ("figure7", ["dino", "dino-sar"])):
-        _, runs = load_recipe(f"recipes/{name}.yaml", ["scale=local"])
+        _, runs = load_recipe(RECIPES_DIR / f"{name}.yaml", ["scale=local"])
         assert {run.rows[0]: run.uid for run in runs} == {row: uids[row] for row in rows}
         assert {run.table for run in runs} == {"table9_pretraining"}

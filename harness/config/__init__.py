@@ -3,6 +3,7 @@ protocols, and Hydra's override grammar applied to runs. Imports nothing heavy (
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,3 +35,11 @@ def list_recipes(folder: Path = RECIPES_DIR) -> list[tuple[Path, str, str]]:
             raise RecipeError(f"{path}: not valid YAML: {error}") from error
         found.append((path, str(raw.get("title", "")), str(raw.get("reproduces", ""))))
     return found
+
+
+def hashable(value: Any) -> Any:
+    """Nested dicts and lists as sorted tuples: a cache key, and a comparison that does not tell a tuple
+    from the list it reads back as."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, hashable(v)) for k, v in value.items()))
+    return tuple(hashable(v) for v in value) if isinstance(value, list | tuple) else value

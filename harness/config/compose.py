@@ -20,7 +20,8 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from harness.config import RECIPES_DIR, RecipeError
 from harness.config.errors import describe
-from harness.config.schema import Protocol, Recipe
+from harness.config.protocols import SCHEMA_PREFIX, ProtocolBase, any_protocol, schemas
+from harness.config.schema import Recipe
 from harness.text import bounded
 
 RECIPE_SCHEMA = "recipe_schema"
@@ -36,12 +37,11 @@ MAX_DEPTH = 32  # levels of nesting, aliases followed (the shipped recipes: 5)
 
 @dataclasses.dataclass
 class _ProtocolChoice:
-    """A primary config that is one option of the `protocol` group, typed by the Protocol schema."""
+    """A primary config that is one option of the `protocol` group, typed by the schema that the option's
+    defaults list starts with (`schema_<engine>`)."""
 
     defaults: list[Any] = dataclasses.field(default_factory=lambda: ["_self_", {PROTOCOL_GROUP: MISSING}])
-    # a Protocol whose unset fields are MISSING and whose optional sections (mocov3, dino, ...) default to
-    # None: merging a protocol file into a MISSING node would have made every field MISSING, defaults too
-    protocol: Protocol = dataclasses.field(default_factory=Protocol)
+    protocol: Any = None
 
 
 _STORE = ConfigStore.instance()
@@ -49,8 +49,19 @@ _STORE.store(name=RECIPE_SCHEMA, node=Recipe)
 _STORE.store(name="_protocol_choice", node=_ProtocolChoice)
 
 
+def _store_protocol_schemas() -> None:
+    """Every registered engine's protocol schema as the option `schema_<engine>` of the `protocol` group
+    (Hydra's structured-config group schemas), for the files' defaults lists."""
+    from harness.engines.spec import engines  # (registers the built-in engines)
+
+    engines()
+    for engine, schema in schemas().items():
+        _STORE.store(group=PROTOCOL_GROUP, name=f"{SCHEMA_PREFIX}{engine}", node=schema)
+
+
 def protocol_names(recipe_dir: Path) -> list[str]:
-    """The options of the `protocol` group seen from a recipe in `recipe_dir`."""
+    """The options of the `protocol` group seen from a recipe in `recipe_dir` (its files: the schemas are
+    not options to train with)."""
     return sorted({Path(file).stem for file, _ in _protocol_files_stamp(recipe_dir)})
 
 
@@ -60,6 +71,7 @@ def compose_recipe(
     """The recipe at `path` with its recipe-level `overrides`, and each protocol named in `protocols` or
     by a row, each validated against its schema. Errors name the file, the key and what was expected."""
     _check_recipe_file(path)
+    _store_protocol_schemas()
     search = f"hydra.searchpath=[file://{RECIPES_DIR}]"
     with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
         try:
@@ -163,9 +175,16 @@ def _compose_protocol(name: str, path: Path, search: str, stamp: tuple) -> DictC
         raise RecipeError(f"{path}: key 'protocol': unknown protocol {name!r}; known: {known}") from error
     except (HydraException, OmegaConfBaseException, yaml.YAMLError) as error:
         raise RecipeError(
-            f"protocol {name!r} ({PROTOCOL_GROUP}/{name}.yaml): {describe(error, Protocol)}"
+            f"protocol {name!r} ({PROTOCOL_GROUP}/{name}.yaml): {describe(error, any_protocol())}"
         ) from error
-    _check_complete(protocol, Protocol, f"protocol {name!r} ({PROTOCOL_GROUP}/{name}.yaml)")
+    schema = OmegaConf.get_type(protocol)
+    if not (isinstance(schema, type) and issubclass(schema, ProtocolBase)):
+        engines = ", ".join(f"{SCHEMA_PREFIX}{engine}" for engine in schemas())
+        raise RecipeError(
+            f"{PROTOCOL_GROUP}/{name}.yaml: key 'defaults': a protocol's defaults list starts with its "
+            f"engine's schema ({engines}) or with a protocol that does, so that it is validated"
+        )
+    _check_complete(protocol, schema, f"protocol {name!r} ({PROTOCOL_GROUP}/{name}.yaml)")
     if protocol.name != name:
         raise RecipeError(f"{PROTOCOL_GROUP}/{name}.yaml: key 'name' is {protocol.name!r}, expected {name!r}")
     OmegaConf.set_readonly(protocol, True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from harness.config.protocols import any_protocol, schemas
 from harness.config.schema import SCHEMAS, describe_type, field_types, schema_of
 
 
@@ -47,6 +48,12 @@ def _omegaconf_error(error: BaseException) -> BaseException:
     return error
 
 
+def _schema_named(name: str) -> type | None:
+    """The schema class of that name: a harness schema, or a registered engine's protocol."""
+    known = {**SCHEMAS, **{s.__name__: s for s in schemas().values()}, "AnyProtocol": any_protocol()}
+    return known.get(name)
+
+
 def describe(error: BaseException, schema: type) -> str:
     """One line: the offending key and what was expected there, for an error raised while `schema` (or an
     instance nested in it) was composed or merged."""
@@ -57,7 +64,8 @@ def describe(error: BaseException, schema: type) -> str:
     message = str(inner).split("\n")[0]
     if match := re.search(r"Key '([^']+)' not in '(\w+)'", message):
         unknown, owner = match.groups()
-        choices = list(field_types(SCHEMAS[owner])) if owner in SCHEMAS else []
+        schema = _schema_named(owner)
+        choices = list(field_types(schema)) if schema is not None else []
         return f"unknown key '{key or unknown}' (not a key of {owner}){suggest(unknown, choices)}"
     if isinstance(inner, MissingMandatoryValue):
         return f"key '{key}': missing value"
@@ -71,7 +79,7 @@ def describe(error: BaseException, schema: type) -> str:
         else:
             annotation = field_at(schema, key)
         expected = describe_type(annotation) if annotation is not None else "another type"
-        got = re.search(r"Value '(.*?)' (of type|could not)", message)
+        got = re.search(r"[Vv]alue '(.*?)'(,| of type| could not)", message)
         given = f"got {got.group(1)!r}, " if got else ""
         return f"key '{key}': {given}expected {expected}"
     return f"key '{key}': {message}" if key else message

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import itertools
 import json
+from enum import Enum
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -21,6 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from harness.config import RecipeError
 from harness.config.errors import describe, suggest
+from harness.config.identity import engine_schemas
+from harness.config.protocols import any_protocol
 from harness.config.schema import Recipe, Run, field_types, is_mapping, schema_of
 
 GRAMMAR = (
@@ -62,11 +65,16 @@ def _parser() -> OverridesParser:
     return OverridesParser.create()
 
 
-@functools.cache
 def _run_template() -> DictConfig:
-    """A Run to type override values against, its optional sections present at every depth (upstream,
-    protocol.segmentation, ...)."""
+    """A Run to type override values against, its protocol any registered engine's, its optional sections
+    present at every depth (upstream, protocol.segmentation, ...)."""
+    return _template(any_protocol())
+
+
+@functools.cache
+def _template(protocol: type) -> DictConfig:
     template = OmegaConf.structured(Run)
+    template.protocol = OmegaConf.structured(protocol)
     _fill_sections(template, Run)
     return template
 
@@ -83,6 +91,7 @@ def _fill_sections(node: DictConfig, schema: type) -> None:
 
 def parse(texts: list[str], multirun: bool) -> Overrides:
     """Parse and check every override against the schemas; nothing is composed yet."""
+    engine_schemas()  # the protocol keys an override may name are the registered engines'
     recipe: list[str] = []
     fixed: list[Setting] = []
     sweeps: list[list[Setting]] = []
@@ -202,7 +211,9 @@ def _typed(key: str, kind: str, value: Any, text: str) -> Any:
         typed = OmegaConf.select(template, key)
     except OmegaConfBaseException as error:
         raise RecipeError(f"override {text!r}: {describe(error, Run)}") from error
-    return OmegaConf.to_container(typed) if OmegaConf.is_config(typed) else typed
+    if OmegaConf.is_config(typed):
+        return OmegaConf.to_container(typed, enum_to_str=True)
+    return typed.value if isinstance(typed, Enum) else typed  # a run holds plain values
 
 
 def apply(run: dict[str, Any], settings: tuple[Setting, ...], row: str) -> None:

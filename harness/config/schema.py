@@ -1,12 +1,15 @@
 """The shape of a recipe and of one resolved run, as dataclasses registered in Hydra's ConfigStore.
 
-Composing a recipe onto these schemas is what refuses typos (unknown keys), wrong types and missing values
-before anything is launched. Every field of a run's schema declares, where it is declared, whether it is
-part of what the run computes (`computed`: in the run's uid) or only says how the run is named, shown,
-launched or stored (`incidental`: outside the uid). `tests/test_config_identity.py` walks every field.
+Composing a recipe onto these schemas is what refuses typos (unknown keys), wrong types, values outside an
+enum (harness.config.choices) and missing values before anything is launched. Every field of a run's
+schema declares, where it is declared, whether it is part of what the run computes (`computed`: in the
+run's uid, harness.config.identity) or only says how the run is named, shown, launched or stored
+(`incidental`: outside the uid). A run's protocol is its engine's schema (harness.config.protocols).
+`tests/test_config_identity.py` walks every field.
 """
 
 import dataclasses
+import enum
 import functools
 import typing
 from dataclasses import dataclass
@@ -14,157 +17,62 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from harness.config.choices import (
+    Checkpoint,
+    Crops,
+    LauncherName,
+    LossSchedule,
+    LossVariant,
+    Scale,
+    Similarity,
+)
+from harness.config.fields import IDENTITY, computed, incidental
+from harness.config.protocols import (
+    ClassificationProtocol,
+    DinoProtocol,
+    EvaluationProtocol,
+    MoCoV3Protocol,
+    ProbeProtocol,
+    Protocol,
+    ProtocolBase,
+    SegmentationProtocol,
+    SupervisedProtocol,
+    any_protocol,
+)
 from harness.data.synthetic import SyntheticConfig
 
-IDENTITY = "identity"
+__all__ = ["IDENTITY", "computed", "incidental"]
 _SYNTHETIC = SyntheticConfig()
-
-
-def computed(default: Any = MISSING, *, factory: Any = None) -> Any:
-    """A field that decides what a run computes: two runs that differ in it are different runs."""
-    return _field(True, default, factory)
-
-
-def incidental(default: Any = MISSING, *, factory: Any = None) -> Any:
-    """A field that changes where a run is launched, stored or shown, or how it is labelled: not its uid."""
-    return _field(False, default, factory)
-
-
-def _field(identity: bool, default: Any, factory: Any) -> Any:
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={IDENTITY: identity})
-    return dataclasses.field(default=default, metadata={IDENTITY: identity})
-
-
-@dataclass
-class MoCoV3:
-    """MoCo-v3's own settings (`recipes/protocol/mocov3.yaml`); optimiser and schedule: the protocol's."""
-
-    momentum: float = computed()  # the momentum encoder's, cosine to 1 over training, per iteration
-    temperature: float = computed()
-    mlp_dim: int = computed()  # hidden width of the projector (3 layers) and the predictor (2 layers)
-    dim: int = computed()  # output width of both
-    stop_grad_conv1: bool = computed()  # the random patch projection is frozen
-    crop_min: float = computed()  # RandomResizedCrop's smallest area
-    blur_radius: list[float] = computed()  # [min, max] px of the Gaussian blur's radius, on every view
-
-
-@dataclass
-class Dino:
-    """DINO's own settings (`recipes/protocol/dino.yaml`); optimiser and lr schedule: the protocol's."""
-
-    out_dim: int = computed()  # prototypes of the head's last layer
-    hidden_dim: int = computed()
-    bottleneck_dim: int = computed()
-    norm_last_layer: bool = computed()  # the last layer's weight-norm g frozen at 1
-    momentum_teacher: float = computed()  # cosine to 1 over training, per iteration
-    student_temp: float = computed()
-    teacher_temp: float = computed()
-    warmup_teacher_temp: float = computed()  # linear to teacher_temp over warmup_teacher_temp_epochs
-    warmup_teacher_temp_epochs: int = computed()
-    center_momentum: float = computed()
-    weight_decay_end: float = computed()  # cosine from protocol.weight_decay, per iteration
-    freeze_last_layer: int = computed()  # epochs during which the head's last layer gets no update
-    global_crops_scale: list[float] = computed()
-    local_crops_number: int = computed()
-    local_crops_scale: list[float] = computed()
-    local_crop_size: int = computed()  # px; the global crops are data.input_size
-    blur_radius: list[float] = computed()  # [min, max] px of the Gaussian blur's radius, on every crop
-
-
-@dataclass
-class Probe:
-    """A linear probe's own settings (`recipes/protocol/linear_probe_*.yaml`); SGD at protocol.lr."""
-
-    features: str = computed()  # last4: the [CLS] of the last four blocks, normed, concatenated (DINO);
-    # final: the [CLS] after the final norm (MoCo-v3)
-    momentum: float = computed()  # SGD's
-
-
-@dataclass
-class Segmentation:
-    """Semantic FPN training and testing (`recipes/protocol/semantic_fpn.yaml`, Tab. 12); optimiser: the
-    protocol's AdamW at protocol.lr, decayed by a poly schedule per iteration to protocol.min_lr."""
-
-    iterations: int = computed()  # training length, in iterations of protocol.batch_size images
-    poly_power: float = computed()
-    eval_every: int = computed()  # iterations between validations (and after the last)
-    checkpoint_every: int = incidental()  # iterations between checkpoints: resume is exact either way
-    crop_size: int = computed()  # square training crop, px
-    img_scale: list[int] = computed()  # [long side, short side] of the keep-ratio resize (train and test)
-    ratio_range: list[float] = computed()  # training scale jitter of img_scale
-    cat_max_ratio: float = computed()  # a crop is redrawn while one class covers this much of it
-    flip_prob: float = computed()
-    size_divisor: int = computed()  # test images are resized to multiples of it
-    ignore_index: int = computed()  # the label of unlabelled and padded pixels
-    neck_channels: int = computed()
-    head_channels: int = computed()
-    dropout: float = computed()  # before the classifier
-    # a pyramid's [CLS] stage: its feature map from the patch tokens alone (false: PVT's segmentation
-    # backbone) or with [CLS] among them as in the classifier (true); sar.models' `dense_cls`
-    backbone_cls: bool = computed()
-
-
-@dataclass
-class Protocol:
-    """A training protocol: the original recipe of an architecture (Appendix D; DeiT, T2T, PVT, CvT).
-
-    Every hyperparameter is required: `recipes/protocol/deit.yaml` states them all with their sources, and
-    each other protocol states only what differs from the one it extends (its Hydra defaults list).
-    """
-
-    name: str = incidental()  # the protocol file; its values, not its name, decide what a run computes
-    description: str = incidental("")
-    batch_size: int = computed()  # total over all GPUs
-    lr: float = computed()
-    lr_batch_ref: int | None = computed()  # lr scales with batch_size / lr_batch_ref; None: no scaling
-    min_lr: float = computed()
-    warmup_lr: float = computed()
-    warmup_epochs: int = computed()
-    lr_per_step: bool = computed()  # the cosine and its warm-up advance every iteration, not every epoch
-    cooldown_epochs: int = computed()  # the last epochs at min_lr, after the cosine (timm train.py: 10)
-    model_ema_decay: float | None = computed()  # an exponential moving average of the weights; None: none
-    reports: str = incidental()  # what the original work reports: final | best | best_ema (top-1)
-    weight_decay: float = computed()
-    opt_eps: float = computed()  # weight decay never applies to norms, biases and tokens (timm's factory)
-    drop_path: float = computed()
-    smoothing: float = computed()
-    mixup: float = computed()
-    cutmix: float = computed()
-    mixup_prob: float = computed()
-    mixup_switch_prob: float = computed()
-    auto_augment: str | None = computed()
-    color_jitter: float = computed()
-    reprob: float = computed()
-    interpolation: str = computed()
-    crop_pct: float = computed()
-    repeated_aug: bool = computed()
-    clip_grad: float | None = computed()
-    # the autocast of the method's own code on CUDA (the CPU always trains in float32): bf16 | fp16 (with
-    # a GradScaler) | off (float32); each protocol file states its code's, with the source
-    amp: str = computed()
-    # a self-supervised method's or a linear probe's own settings (Tab. 9); None for supervised protocols
-    mocov3: MoCoV3 | None = computed(None)
-    dino: Dino | None = computed(None)
-    probe: Probe | None = computed(None)
-    segmentation: Segmentation | None = computed(None)  # Tab. 12's semantic FPN; None elsewhere
 
 
 @dataclass
 class Loss:
     sar: bool = computed(False)  # add lambda * L_se (Eq. 9) to the main loss
     weight: float = computed(0.01)  # lambda
-    variant: str = computed("entropy")  # "entropy" (Eq. 9) or "tv" (Eq. 14, Appendix B)
-    similarity: str = computed("dot")  # S: "dot" (Eq. 4) or "cosine" (Eq. 15, Appendix B)
+    variant: LossVariant = computed(LossVariant.entropy)  # L_se (Eq. 9) or L_tv (Eq. 14, Appendix B)
+    similarity: Similarity = computed(Similarity.dot)  # S of Eq. 4, or the cosine of Eq. 15 (Appendix B)
     # constant (the paper: lambda = 0.01 throughout) | warmup_cosine (the public code: linear from 0 over
     # warmup_epochs, then a cosine from lambda towards 0 at the last epoch, per epoch)
-    schedule: str = computed("constant")
+    schedule: LossSchedule = computed(LossSchedule.constant)
     warmup_epochs: int = computed(10)
     # DRLoc (Liu et al. 2021a, Tab. 13): lambda_drloc (0: off) and the pairs drawn per image
     drloc_weight: float = computed(0.0)
     drloc_pairs: int = computed(64)
     # multi-crop pre-training (DINO): L_se on the two global crops only, or on all crops
-    crops: str = computed("global")
+    crops: Crops = computed(Crops["global"])
+
+
+def _partial(schema: type, name: str) -> type:
+    """`schema` with every field optional and unset (None): what a recipe or a row changes of it, merged
+    field by field over the recipe's and the schema's defaults (`harness.recipe.resolve`)."""
+    hints = typing.get_type_hints(schema)
+    fields = [
+        (f.name, hints[f.name] | None, dataclasses.field(default=None)) for f in dataclasses.fields(schema)
+    ]
+    return dataclasses.make_dataclass(name, fields, namespace={"__doc__": f"A partial {schema.__name__}."})
+
+
+RowLoss = _partial(Loss, "RowLoss")
 
 
 @dataclass
@@ -218,7 +126,7 @@ class Launcher:
     """How runs are launched; the Slurm keys go to submitit's SlurmExecutor (sbatch options)."""
 
     # auto (slurm when sbatch is on the PATH, else local), slurm, local, inline
-    name: str = incidental("auto")
+    name: LauncherName = incidental(LauncherName.auto)
     partition: str | None = incidental(None)
     account: str | None = incidental(None)
     qos: str | None = incidental(None)
@@ -241,7 +149,7 @@ class Upstream:
 
     recipe: str = incidental()  # a recipe name in recipes/ (e.g. table2) or a path to a recipe file
     row: str = incidental()
-    checkpoint: str = computed("final")  # final | best (the epoch of the best validation top-1)
+    checkpoint: Checkpoint = computed(Checkpoint.final)
     uid: str = computed("")  # set by the resolver, never by hand
     folder: str = incidental("")  # the upstream run's folder, set by the resolver
     engine: str = incidental("")  # the upstream run's engine, set by the resolver (its uid says it too)
@@ -281,15 +189,16 @@ class Run:
     label: str = incidental()
     group: str = incidental("")
     column: str = incidental("")
-    scale: str = computed("paper")
-    engine: str = computed("supervised")  # supervised | finetune | evaluate | mocov3 | dino | linear_probe
+    scale: Scale = computed(Scale.paper)
+    engine: str = computed("supervised")  # a registered engine (harness.engines: `python -m harness list`)
     upstream: Upstream | None = computed(None)  # the run this one fine-tunes or evaluates
     model: str = computed()
     model_kwargs: dict[str, Any] = computed(factory=dict)
     last_block: str = computed("standard")
     loss: Loss = computed(factory=Loss)
     data: Data = computed(factory=Data)
-    protocol: Protocol = computed(factory=Protocol)
+    # the fields of its engine's protocol schema (harness.config.protocols.pick)
+    protocol: ProtocolBase = computed(factory=SupervisedProtocol)
     epochs: int = computed()
     seed: int = computed(0)
     paper: dict[str, float] = incidental(factory=dict)  # metric name -> the paper's value
@@ -319,21 +228,22 @@ def _with_keyword_field(name: str, annotation: Any, default: Any) -> Any:
 @dataclass(eq=False)
 @_with_keyword_field("from", Upstream | None, None)
 class Row:
-    """A table row as written in a recipe; unset fields inherit the recipe's top-level values. `from:
-    {recipe, row, checkpoint}` names the upstream run a finetune or evaluate row consumes."""
+    """A table row as written in a recipe; unset fields inherit the recipe's top-level values, and its
+    `model_kwargs` and `loss` say only what they change of the recipe's. `from: {recipe, row, checkpoint}`
+    names the upstream run that a row whose engine consumes one (finetune, evaluate, ...) starts from."""
 
     id: str = MISSING
     label: str = MISSING
     group: str = ""  # sub-table, e.g. "1a"
     column: str = ""  # the paper's column when a table has several (e.g. "100 ep.")
     model: str | None = None
-    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)  # merged over the recipe's
     last_block: str = "standard"
     protocol: str | None = None  # an option of the `protocol` config group; default: the recipe's
     engine: str | None = None  # default: the recipe's
     dataset: str | None = None
     epochs: int | None = None
-    loss: Loss = dataclasses.field(default_factory=Loss)
+    loss: RowLoss = dataclasses.field(default_factory=RowLoss)  # what it sets, over the recipe's `loss`
     fraction: float | None = None
     paper: dict[str, float] = dataclasses.field(default_factory=dict)  # metric name -> value
     paper_points: dict[int, float] = dataclasses.field(default_factory=dict)  # Fig. 3: epoch -> top-1
@@ -397,11 +307,15 @@ class Recipe:
     title: str = MISSING
     reproduces: str = MISSING  # which table or figure of the paper, in words
     store: str | None = None  # run-store folder (default: name); a figure may reuse a table's runs
-    scale: str = "paper"
+    scale: Scale = Scale.paper
     metrics: list[str] = dataclasses.field(default_factory=lambda: ["top1"])  # the table's metric columns
     engine: str = "supervised"
     model: str | None = None
-    protocol: Protocol | None = None  # composed from the `protocol` group by the defaults list
+    # what every row has unless it says otherwise: its model arguments (a row's are merged over these) and
+    # its loss (a row's `loss` sets fields over these, and these over harness.config.schema.Loss's defaults)
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss: RowLoss = dataclasses.field(default_factory=RowLoss)
+    protocol: ProtocolBase | None = None  # composed from the `protocol` group by the defaults list
     dataset: str | None = None
     data: Data = dataclasses.field(default_factory=lambda: Data(dataset=""))
     epochs: int | None = None
@@ -419,9 +333,17 @@ class Recipe:
 SCHEMAS: dict[str, type] = {
     s.__name__: s
     for s in (
+        ProtocolBase,
+        EvaluationProtocol,
         Protocol,
-        Segmentation,
+        ClassificationProtocol,
+        SupervisedProtocol,
+        ProbeProtocol,
+        MoCoV3Protocol,
+        DinoProtocol,
+        SegmentationProtocol,
         Loss,
+        RowLoss,
         Synthetic,
         Data,
         Resources,
@@ -437,9 +359,17 @@ SCHEMAS: dict[str, type] = {
 }
 
 
-@functools.cache
 def field_types(schema: type) -> dict[str, Any]:
-    """The fields of a schema dataclass with their resolved types."""
+    """The fields of a schema dataclass with their resolved types; a run's `protocol` is any registered
+    engine's (harness.config.protocols.any_protocol), since which one depends on the run's engine."""
+    types = _hints(schema)
+    return {
+        k: any_protocol() if t is ProtocolBase or t == ProtocolBase | None else t for k, t in types.items()
+    }
+
+
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
     hints = typing.get_type_hints(schema)
     return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
 
@@ -455,24 +385,14 @@ def is_mapping(annotation: Any) -> bool:
     return typing.get_origin(annotation) is dict
 
 
-def identity_of(schema: type, data: dict[str, Any]) -> dict[str, Any]:
-    """The part of `data` (a resolved instance of `schema`, as a dict) that its fields mark `computed`."""
-    out = {}
-    for f in dataclasses.fields(schema):
-        if not f.metadata[IDENTITY]:
-            continue
-        nested = schema_of(field_types(schema)[f.name])
-        value = data[f.name]
-        out[f.name] = identity_of(nested, value) if nested and value is not None else value
-    return out
-
-
 def describe_type(annotation: Any) -> str:
     """What a value of this type looks like, in words, for error messages."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     optional = type(None) in typing.get_args(annotation)
     origin = typing.get_origin(annotation)
-    if origin is list:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        text = " | ".join(member.value for member in annotation)
+    elif origin is list:
         text = f"a list of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}s, e.g. [0,1,2]"
     elif origin is dict:
         text = "a mapping, e.g. {key: value}"

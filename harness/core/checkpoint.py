@@ -3,12 +3,15 @@ not fit: a missing, unexpected or differently shaped key is refused by name (no 
 file that cannot be read as a checkpoint is refused naming the file and why, in one line."""
 
 import pickle
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from harness.results import checkpoint_path
 from harness.text import one_line
 
 SHOWN = 8  # keys named per kind of mismatch; the count says how many more
@@ -76,7 +79,23 @@ def classifier_keys(model: nn.Module) -> set[str]:
     return {k for k in model.state_dict() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, skip: set[str] = frozenset()):
+def upstream_weights(upstream: DictConfig) -> tuple[dict[str, torch.Tensor], str]:
+    """The `model` weights of a run's upstream checkpoint (`from: {checkpoint: final | best}`), and the
+    upstream run and file in words; a missing or unreadable file is refused naming both."""
+    source = checkpoint_path(Path(upstream.folder), upstream.checkpoint)
+    what = f"upstream run {upstream.uid} (row '{upstream.row}' of {upstream.recipe})"
+    return load_model(source, what), f"{what}: {source}"
+
+
+def load_upstream(model: nn.Module, upstream: DictConfig, skip: Collection[str] = frozenset()) -> None:
+    """The run's upstream weights loaded into `model` by `load_weights`' rules: keys that do not fit are
+    refused naming the upstream run, the file and the keys."""
+    load_weights(model, *upstream_weights(upstream), skip)
+
+
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, skip: Collection[str] = frozenset()
+) -> None:
     """Load `state` into `model`, every key and shape matching except the keys in `skip` (left as the model
     initialised them, e.g. a new head); otherwise raise CheckpointMismatch naming the keys."""
     expected = {k: v for k, v in model.state_dict().items() if k not in skip}

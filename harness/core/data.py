@@ -16,12 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from harness import distributed
+from harness.core.job import RunFailed
 from harness.core.rng import seeded
 from harness.data import SyntheticConfig, build_dataset, dataset_spec
-
-
-class RunFailed(RuntimeError):
-    """The run cannot go on (e.g. the loss stayed non-finite); the reason lands in failure.json."""
 
 
 class SeededSampler(Sampler):

@@ -1,5 +1,6 @@
 """The life of one job around its engine: the trainer lock (never two trainers in a run folder), the
-heartbeat, the provenance record, and a failure file per rank saying why it stopped."""
+heartbeat, a failure file per rank saying why it stopped, and the run's result.json, written here once
+from what the engine returns."""
 
 import contextlib
 import os
@@ -11,42 +12,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import distributed
-from harness.core import checkpoint
-from harness.core.data import RunFailed
-from harness.core.rng import resume_rng_state
+from harness.core.result import Outcome, Result
 from harness.lifecycle import RunLocked, trainer_lock
-from harness.provenance import record_start
-from harness.results import CHECKPOINT, atomic_write_json, diverged, run_dir, touch_heartbeat, write_config
+from harness.provenance import provenance
+from harness.results import atomic_write_json, diverged, run_dir, touch_heartbeat, write_config, write_result
 
-Engine = Callable[[DictConfig, str, distributed.World, Path], dict[str, Any]]
-
-
-def resume_point(
-    cfg: DictConfig, uid: str, world: distributed.World, folder: Path, progress: str = "epoch"
-) -> dict[str, Any] | None:
-    """The run's last checkpoint (None: a fresh start), after the provenance records where the job starts
-    (`progress`: the checkpoint's epoch or iteration), so that a resume on other code is refused before
-    the checkpoint is used."""
-    saved = checkpoint.load(folder / CHECKPOINT, uid) if (folder / CHECKPOINT).exists() else None
-    if world.is_main:
-        record_start(folder, world.job_id, saved[progress] if saved else 0, cfg.train.allow_code_change)
-    return saved
+Engine = Callable[[DictConfig, str, distributed.World, Path], Outcome]
 
 
-def restore(
-    saved: dict[str, Any], parts: dict[str, Any], state: dict[str, Any], rank: int, progress: str = "epoch"
-) -> tuple[list[dict[str, Any]], int]:
-    """Continue from a `resume_point` checkpoint: each of `parts` (checkpoint key -> object with
-    `load_state_dict`) loaded, `state` updated, this rank's random streams resumed; returns (records, the
-    epoch or iteration to start from)."""
-    for key, part in parts.items():
-        part.load_state_dict(saved[key])
-    state.update(saved["state"])
-    resume_rng_state(saved["rng"], rank)
-    return saved["records"], saved[progress]
+class RunFailed(RuntimeError):
+    """The run cannot go on (e.g. the loss stayed non-finite); the reason lands in failure.json."""
 
 
 class Heartbeat:
@@ -63,7 +42,7 @@ class Heartbeat:
         touch_heartbeat(self.folder, self.job_id, **progress)
 
 
-def run_job(engine: Engine, config: dict[str, Any], uid: str) -> dict[str, Any]:
+def run_job(engine: Engine, config: dict[str, Any], uid: str) -> Result:
     """Run `engine` on one resolved run (a `harness.config.schema.Run` as a dict); returns its result."""
     cfg = OmegaConf.create(config)
     world = distributed.setup()
@@ -76,11 +55,12 @@ def run_job(engine: Engine, config: dict[str, Any], uid: str) -> dict[str, Any]:
                     failure.unlink()
                 write_config(folder, cfg)
                 touch_heartbeat(folder, world.job_id)
-            result = engine(cfg, uid, world, folder)
-            if why := diverged(result, cfg.train.max_skipped_fraction):  # a number, but not a result
+            outcome = engine(cfg, uid, world, folder)
+            if why := diverged(outcome, cfg.train.max_skipped_fraction):  # a number, but not a result
                 raise RunFailed(f"diverged: {why} (no result.json; the epochs are in metrics.jsonl)")
+            result = _result(outcome, cfg, uid, world)
             if world.is_main:
-                atomic_write_json(folder / "result.json", result)
+                write_result(folder, result)
             return result
     except RunLocked:
         raise  # the live trainer's folder is not this process's to write in
@@ -98,6 +78,20 @@ def run_job(engine: Engine, config: dict[str, Any], uid: str) -> dict[str, Any]:
         raise
     finally:
         distributed.teardown()
+
+
+def _result(outcome: Outcome, cfg: DictConfig, uid: str, world: distributed.World) -> Result:
+    """The engine's outcome with its run, its GPU-hours (none on the CPU) and the provenance."""
+    gpus = world.size if torch.cuda.is_available() else 0
+    return Result.of(
+        outcome,
+        uid=uid,
+        table=cfg.table,
+        scale=cfg.scale,
+        engine=cfg.engine,
+        gpu_hours=outcome.wall_time_s * gpus / 3600,
+        provenance=provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
+    )
 
 
 @contextlib.contextmanager

@@ -47,13 +47,21 @@ def build_model(cfg: DictConfig, classes: int, device: torch.device) -> nn.Modul
 
 
 def for_training(model: nn.Module, cfg: DictConfig, world: distributed.World) -> tuple[Training, nn.Module]:
-    """The training module (model + auxiliary heads, what the optimizer sees) and the module to call: the
-    same, wrapped in DDP when there are several processes."""
+    """The training module (model + auxiliary heads, what the optimizer sees) and the module to call."""
     training = Training(model, cfg.loss.drloc_pairs if cfg.loss.drloc_weight > 0 else None).to(world.device)
+    return training, parallel(training, world)
+
+
+def parallel(module: nn.Module, world: distributed.World, sync_batchnorm: bool = False) -> nn.Module:
+    """What a training loop calls: `module` itself in one process, else `module` in DDP, its BatchNorms
+    first synchronised across the processes where `sync_batchnorm` (they are replaced in place: the
+    parameters, and so the optimizer's, stay those of `module`)."""
     if world.size == 1:
-        return training, training
+        return module
+    if sync_batchnorm:
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [world.local_rank] if world.device.type == "cuda" else None
-    return training, DistributedDataParallel(training, device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids)
 
 
 def aux_loss(cfg: DictConfig, S: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.distributed import ReduceOp, all_reduce
 
 from harness import distributed
-from harness.core.data import RunFailed
+from harness.core.job import RunFailed
 from harness.core.precision import Precision
 
 LOSSES = ("loss", "ce", "aux", "drloc")  # the supervised engine's; other engines name their own

@@ -9,6 +9,7 @@ first `freeze_last_layer` epochs. The checkpoint's `model` is the teacher's back
 convention; it also holds student, teacher, centre and optimizer, so that a resume continues bit-for-bit."""
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,24 +17,25 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from timm.optim import create_optimizer_v2
-from torch import nn
 
-from harness import distributed
-from harness.core import checkpoint
+from harness import distributed, estimate
+from harness.config.protocols import DinoProtocol
 from harness.core.data import train_loader
-from harness.core.job import Heartbeat, restore, resume_point
+from harness.core.job import Heartbeat
 from harness.core.log import RunLog
-from harness.core.model import build_model
+from harness.core.model import build_model, parallel
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, seed_everything
+from harness.core.result import Outcome
+from harness.core.resume import Resumable
+from harness.core.rng import seed_everything
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
-from harness.results import CHECKPOINT
+from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
 from harness.ssl import augment, dino, pretraining, schedules
 
 LOSSES = ("loss", "ssl", "se")
 
 
-def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Outcome:
     p, d = cfg.protocol, cfg.protocol.dino
     seed_everything(cfg.seed + world.rank)
     backbone = dino.prepare_backbone(build_model(cfg, 0, world.device))
@@ -41,10 +43,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     student = dino.MultiCrop(backbone, head).to(world.device)
     # DINO builds the teacher without drop path; in eval mode (always, here) drop path is the identity
     teacher = dino.teacher_of(student, build_model(cfg, 0, world.device)).eval()
-    net: nn.Module = student
-    if world.size > 1:
-        ids = [world.local_rank] if world.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(student, device_ids=ids)
+    net = parallel(student, world)
     # timm's groups are DINO's: no weight decay on biases and 1-d parameters (the student has no exemptions)
     optimizer = create_optimizer_v2(
         student, "adamw", lr=scaled_lr(p), weight_decay=p.weight_decay, eps=p.opt_eps, fused=True
@@ -78,19 +77,17 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     se_crops = [c for c in se_crops if c > 0]
     precision = Precision(cfg.protocol.amp, world.device)
 
-    records: list[dict[str, Any]] = []
+    parts = {
+        "model": teacher.backbone,  # the teacher: what downstream runs load
+        "student": student,
+        "teacher": teacher,
+        "loss": loss_fn,  # the centre
+        "optimizer": optimizer,
+        "precision": precision,
+    }
+    resumable = Resumable(folder, world, parts)
     state: dict[str, Any] = {"wall_time_s": 0.0}
-    start = 0
-    saved = resume_point(cfg, uid, world, folder)
-    if saved is not None:
-        parts = {
-            "student": student,
-            "teacher": teacher,
-            "loss": loss_fn,  # the centre
-            "optimizer": optimizer,
-            "precision": precision,
-        }
-        records, start = restore(saved, parts, state, world.rank)
+    records, start = resumable.resume(cfg, uid, state)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * steps)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state, LOSSES)
@@ -146,27 +143,12 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         }
         state["wall_time_s"] += record["seconds"]
         records.append(record)
-        rngs = gathered_rng_state(world.size)
+        resumable.save(epoch + 1, records, state)
         if world.is_main:
             log.epoch((epoch + 1) * steps, record)
-            checkpoint.save(
-                folder / CHECKPOINT,
-                {
-                    "model": teacher.backbone.state_dict(),  # the teacher: what downstream runs load
-                    "student": student.state_dict(),
-                    "teacher": teacher.state_dict(),
-                    "loss": loss_fn.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "precision": precision.state_dict(),
-                    "epoch": epoch + 1,
-                    "records": records,
-                    "state": dict(state),
-                    "rng": rngs,
-                },
-            )
             heartbeat(epoch=epoch + 1, epochs=cfg.epochs, step=steps, steps=steps)
     log.close()
-    return pretraining.result(cfg, uid, records, state, world)
+    return pretraining.outcome(cfg, records, state)
 
 
 def adjust_gradients(student: dino.MultiCrop, clip: float | None, freeze_last_layer: bool) -> None:
@@ -179,3 +161,25 @@ def adjust_gradients(student: dino.MultiCrop, clip: float | None, freeze_last_la
     if freeze_last_layer:
         for param in student.head.last_layer.parameters():
             param.grad = None
+
+
+def _cost(cfg: DictConfig, gmacs: Callable[[int], float]) -> float:
+    """The student on the global and local crops (trained), the teacher on the global ones (forward)."""
+    images, d = estimate.train_images(cfg) * cfg.epochs, cfg.protocol.dino
+    full = gmacs(cfg.data.input_size)
+    student = 2 * full + d.local_crops_number * gmacs(d.local_crop_size)
+    return images * (student * estimate.TRAIN_FLOPS_PER_MAC + 2 * full * estimate.EVAL_FLOPS_PER_MAC)
+
+
+SPEC = EngineSpec(
+    name="dino",
+    run=run,
+    protocol=DinoProtocol,
+    description="DINO self-supervised pre-training, with L_se where the row says (Tab. 9, Fig. 7)",
+    consumes=Consumes.nothing,
+    provides=Provides.backbone,
+    progress=Progress.epoch,
+    loss="self-distillation",
+    cost=_cost,
+    metrics=("ssl_loss", "spatial_entropy"),
+)

@@ -23,14 +23,17 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from harness import distributed
+from harness import distributed, estimate
+from harness.config.protocols import EvaluationProtocol
 from harness.core import checkpoint
-from harness.core.data import RunFailed, eval_loader, eval_transform, num_classes, synthetic_config
-from harness.core.job import Heartbeat
+from harness.core.data import eval_loader, eval_transform, num_classes, synthetic_config
+from harness.core.job import Heartbeat, RunFailed
 from harness.core.model import build_model
 from harness.core.precision import Precision
+from harness.core.result import Extra, Outcome
 from harness.data import IMAGENET_C_CORRUPTIONS, IMAGENET_C_SEVERITIES, build_dataset, imagenet_c_transform
 from harness.data.standins import stand_in
+from harness.engines.spec import Consumes, EngineSpec, Progress, Provides, spec_of
 from harness.eval import (
     EVALUATIONS,
     best_head_jaccard,
@@ -39,18 +42,15 @@ from harness.eval import (
     mce,
     mean_corruption_error,
 )
-from harness.provenance import provenance, record_start
+from harness.provenance import record_start
 from harness.records import PARTIAL, read_object
-from harness.results import atomic_write_json, checkpoint_path
-from harness.ssl import PRETRAINING_ENGINES
+from harness.results import atomic_write_json
 
 
-def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
-    source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
-    what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
-    headless = cfg.upstream.engine in PRETRAINING_ENGINES  # a self-supervised backbone has no classifier
+def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Outcome:
+    headless = spec_of(cfg.upstream.engine).provides is Provides.backbone  # a self-supervised one: no head
     model = build_model(cfg, 0 if headless else num_classes(cfg), world.device)
-    checkpoint.load_weights(model, checkpoint.load_model(source, what), f"{what}: {source}")
+    checkpoint.load_upstream(model, cfg.upstream)
     model.eval()
     if world.is_main:
         record_start(folder, world.job_id, 0, cfg.train.allow_code_change)
@@ -58,7 +58,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     begin = time.perf_counter()
     metrics: dict[str, float] = {}
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = {}  # harness.core.result.Extra's fields
     wanted = list(cfg.eval.metrics)
     for dataset in dict.fromkeys(EVALUATIONS[name] for name in wanted):
         if dataset == "imagenet_a":
@@ -75,21 +75,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
             metrics["jaccard"], skipped = attention_jaccard(cfg, model, world)
             void = "excluded" if cfg.eval.exclude_void else "included"
             details.update(jaccard_void=void, jaccard_images_without_object=skipped)
-    seconds = time.perf_counter() - begin
-    gpus = world.size if torch.cuda.is_available() else 0
-    return {
-        "uid": uid,
-        "table": cfg.table,
-        "scale": cfg.scale,
-        "engine": cfg.engine,
-        "metrics": metrics,
-        **details,
-        "epochs": 0,
-        "wall_time_s": seconds,
-        "gpu_hours": seconds * gpus / 3600,
-        "skipped_steps": 0,
-        "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
-    }
+    return Outcome(metrics=metrics, wall_time_s=time.perf_counter() - begin, extra=Extra(**details))
 
 
 def _dataset(cfg: DictConfig, name: str, transform, **split) -> torch.utils.data.Dataset:
@@ -174,3 +160,22 @@ def attention_jaccard(cfg: DictConfig, model: nn.Module, world) -> tuple[float, 
     if images == 0:
         raise RunFailed("no image of the Jaccard's dataset has an object to compare the attention with")
     return 100 * score / images, skipped
+
+
+SPEC = EngineSpec(
+    name="evaluate",
+    run=run,
+    protocol=EvaluationProtocol,
+    description="measures an upstream run's model on evaluation-only datasets (Tabs. 5, 6, 9b)",
+    consumes=Consumes.model,
+    provides=Provides.nothing,
+    progress=Progress.none,
+    loss="-",
+    cost=lambda cfg, gmacs: (  # forward passes only, at the evaluation size where one is set
+        estimate.evaluated_images(cfg)
+        * gmacs(cfg.eval.input_size or cfg.data.input_size)
+        * estimate.EVAL_FLOPS_PER_MAC
+    ),
+    metrics=("imagenet_a_top1", "mce", "mean_corruption_error", "jaccard"),
+    length=lambda cfg: 0,
+)

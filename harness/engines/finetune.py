@@ -8,24 +8,35 @@ row keeps the upstream's architecture (last block included), which the recipe re
 """
 
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 from torch import nn
 
 from harness import distributed
+from harness.config.protocols import SupervisedProtocol
 from harness.core import checkpoint
+from harness.core.result import Outcome
 from harness.engines import supervised
-from harness.results import checkpoint_path
+from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
 
 
-def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
-    source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
-    what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
-    weights = checkpoint.load_model(source, what)
-
+def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Outcome:
     def backbone(model: nn.Module) -> None:
-        new_head = checkpoint.classifier_keys(model)
-        checkpoint.load_weights(model, weights, f"{what}: {source}", skip=new_head)
+        checkpoint.load_upstream(model, cfg.upstream, skip=checkpoint.classifier_keys(model))  # a new head
 
     return supervised.run(cfg, uid, world, folder, init=backbone)
+
+
+SPEC = EngineSpec(
+    name="finetune",
+    run=run,
+    protocol=SupervisedProtocol,
+    description="fine-tunes an upstream run's backbone with a new head (Tab. 4)",
+    consumes=Consumes.backbone,
+    provides=Provides.classifier,
+    progress=Progress.epoch,
+    loss="ce",
+    cost=supervised.SPEC.cost,
+    metrics=supervised.SPEC.metrics,
+    activity="fine-tuning",
+)

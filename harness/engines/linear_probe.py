@@ -14,19 +14,21 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from harness import distributed
+from harness import distributed, estimate
+from harness.config.protocols import ProbeProtocol
 from harness.core import checkpoint
 from harness.core.data import datasets, eval_loader, num_classes, train_loader
-from harness.core.job import Heartbeat, restore, resume_point
+from harness.core.job import Heartbeat
 from harness.core.log import RunLog
-from harness.core.model import build_model
+from harness.core.model import build_model, parallel
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, seed_everything
+from harness.core.result import Best, Extra, Outcome
+from harness.core.resume import Resumable
+from harness.core.rng import seed_everything
 from harness.core.schedule import LrSchedule
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr, step_counts
 from harness.engines import supervised
-from harness.provenance import provenance
-from harness.results import CHECKPOINT, checkpoint_path
+from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
 
 LAST_BLOCKS = 4  # DINO's `n_last_blocks` for ViT-S
 
@@ -60,20 +62,15 @@ def linear_classifier(dim: int, classes: int) -> nn.Linear:
     return layer
 
 
-def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Outcome:
     p = cfg.protocol
     seed_everything(cfg.seed + world.rank)
-    source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
-    what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
     backbone = build_model(cfg, 0, world.device)
-    checkpoint.load_weights(backbone, checkpoint.load_model(source, what), f"{what}: {source}")
+    checkpoint.load_upstream(backbone, cfg.upstream)
     features = Features(backbone, p.probe.features)
     classes = num_classes(cfg)
     classifier = linear_classifier(features.dim, classes).to(world.device)
-    net: nn.Module = classifier
-    if world.size > 1:
-        ids = [world.local_rank] if world.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(classifier, device_ids=ids)
+    net = parallel(classifier, world)
     optimizer = torch.optim.SGD(
         classifier.parameters(),
         scaled_lr(p),
@@ -88,18 +85,10 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     schedule = LrSchedule(optimizer, p, cfg.epochs, len(loader))
     precision = Precision(cfg.protocol.amp, world.device)
 
-    records: list[dict[str, Any]] = []
+    parts = {"classifier": classifier, "optimizer": optimizer, "schedule": schedule, "precision": precision}
+    resumable = Resumable(folder, world, parts)
     state: dict[str, Any] = {"wall_time_s": 0.0}
-    start = 0
-    saved = resume_point(cfg, uid, world, folder)
-    if saved is not None:
-        parts = {
-            "classifier": classifier,
-            "optimizer": optimizer,
-            "schedule": schedule,
-            "precision": precision,
-        }
-        records, start = restore(saved, parts, state, world.rank)
+    records, start = resumable.resume(cfg, uid, state)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     steps = len(loader)
@@ -144,44 +133,41 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         record["seconds"] = time.perf_counter() - begin
         state["wall_time_s"] += record["seconds"]
         records.append(record)
-        rngs = gathered_rng_state(world.size)
+        resumable.save(epoch + 1, records, state)
         if world.is_main:
             log.epoch((epoch + 1) * steps, record)
-            checkpoint.save(
-                folder / CHECKPOINT,
-                {
-                    "classifier": classifier.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "precision": precision.state_dict(),
-                    "epoch": epoch + 1,
-                    "records": records,
-                    "state": dict(state),
-                    "rng": rngs,
-                },
-            )
             heartbeat(epoch=epoch + 1, epochs=cfg.epochs, step=steps, steps=steps)
     log.close()
-    return result(cfg, uid, records, state, world)
+    return outcome(cfg, records, state)
 
 
-def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) -> dict[str, Any]:
-    """result.json of a probe: the final epoch's top-1/5 (what both methods report), the best epoch."""
+def outcome(cfg: DictConfig, records: list[dict[str, Any]], state: dict[str, Any]) -> Outcome:
+    """A probe's: the final epoch's top-1/5 (what both methods report), the best epoch."""
     evaluated = [r for r in records if "val_top1" in r]
     best = max(evaluated, key=lambda r: r["val_top1"])
-    gpus = world.size if torch.cuda.is_available() else 0
-    return {
-        "uid": uid,
-        "table": cfg.table,
-        "scale": cfg.scale,
-        "engine": cfg.engine,
-        "metrics": {"top1": records[-1]["val_top1"], "top5": records[-1]["val_top5"]},
-        "best": {"top1": best["val_top1"], "epoch": best["epoch"]},
-        "epochs": cfg.epochs,
-        "wall_time_s": state["wall_time_s"],
-        "gpu_hours": state["wall_time_s"] * gpus / 3600,
+    return Outcome(
+        metrics={"top1": records[-1]["val_top1"], "top5": records[-1]["val_top5"]},
+        best=Best({"top1": best["val_top1"]}, epoch=best["epoch"]),
+        epochs=cfg.epochs,
+        wall_time_s=state["wall_time_s"],
         **step_counts(state),
-        "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
-        "chance_top1": 100 / num_classes(cfg),
-        "features": cfg.protocol.probe.features,
-    }
+        extra=Extra(chance_top1=100 / num_classes(cfg), features=cfg.protocol.probe.features),
+    )
+
+
+SPEC = EngineSpec(
+    name="linear_probe",
+    run=run,
+    protocol=ProbeProtocol,
+    description="trains a linear classifier on an upstream self-supervised backbone, frozen (Tab. 9a)",
+    consumes=Consumes.backbone,
+    provides=Provides.nothing,
+    progress=Progress.epoch,
+    loss="ce",
+    cost=lambda cfg, gmacs: (  # forward passes through the frozen backbone; the classifier is negligible
+        estimate.train_images(cfg) * cfg.epochs * gmacs(cfg.data.input_size) * estimate.EVAL_FLOPS_PER_MAC
+    ),
+    metrics=("top1", "top5"),
+    accepts=frozenset({Provides.backbone}),
+    activity="linear probing",
+)

@@ -6,38 +6,36 @@ encoder's backbone: what the linear probe and the Jaccard load (MoCo-v3's `main_
 encoder too). Every epoch writes an atomic checkpoint from which a resume continues bit-for-bit."""
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 from timm.optim import create_optimizer_v2
-from torch import nn
 
-from harness import distributed
-from harness.core import checkpoint
+from harness import distributed, estimate
+from harness.config.protocols import MoCoV3Protocol
 from harness.core.data import train_loader
-from harness.core.job import Heartbeat, restore, resume_point
+from harness.core.job import Heartbeat
 from harness.core.log import RunLog
-from harness.core.model import build_model
+from harness.core.model import build_model, parallel
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, seed_everything
+from harness.core.result import Outcome
+from harness.core.resume import Resumable
+from harness.core.rng import seed_everything
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr
-from harness.results import CHECKPOINT
+from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
 from harness.ssl import augment, mocov3, pretraining, schedules
 
 LOSSES = ("loss", "ssl", "se")
 
 
-def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Outcome:
     p, m = cfg.protocol, cfg.protocol.mocov3
     seed_everything(cfg.seed + world.rank)
     backbone = mocov3.prepare_backbone(build_model(cfg, 0, world.device), m.stop_grad_conv1)
     model = mocov3.MoCo(backbone, m.mlp_dim, m.dim, m.temperature).to(world.device)
-    net: nn.Module = model
-    if world.size > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [world.local_rank] if world.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    net = parallel(model, world, sync_batchnorm=True)
     optimizer = create_optimizer_v2(
         model,
         "adamw",
@@ -54,13 +52,11 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     momenta = schedules.cosine(m.momentum, 1.0, cfg.epochs, steps)
     precision = Precision(cfg.protocol.amp, world.device)
 
-    records: list[dict[str, Any]] = []
+    # `model`: the base encoder's backbone, what downstream runs load (MoCo-v3's main_lincls.py's too)
+    parts = {"model": model.backbone, "moco": model, "optimizer": optimizer, "precision": precision}
+    resumable = Resumable(folder, world, parts)
     state: dict[str, Any] = {"wall_time_s": 0.0}
-    start = 0
-    saved = resume_point(cfg, uid, world, folder)
-    if saved is not None:
-        parts = {"moco": model, "optimizer": optimizer, "precision": precision}
-        records, start = restore(saved, parts, state, world.rank)
+    records, start = resumable.resume(cfg, uid, state)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * steps)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state, LOSSES)
@@ -105,22 +101,30 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
         }
         state["wall_time_s"] += record["seconds"]
         records.append(record)
-        rngs = gathered_rng_state(world.size)
+        resumable.save(epoch + 1, records, state)
         if world.is_main:
             log.epoch((epoch + 1) * steps, record)
-            checkpoint.save(
-                folder / CHECKPOINT,
-                {
-                    "model": model.backbone.state_dict(),  # the base encoder: what downstream runs load
-                    "moco": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "precision": precision.state_dict(),
-                    "epoch": epoch + 1,
-                    "records": records,
-                    "state": dict(state),
-                    "rng": rngs,
-                },
-            )
             heartbeat(epoch=epoch + 1, epochs=cfg.epochs, step=steps, steps=steps)
     log.close()
-    return pretraining.result(cfg, uid, records, state, world)
+    return pretraining.outcome(cfg, records, state)
+
+
+def _cost(cfg: DictConfig, gmacs: Callable[[int], float]) -> float:
+    """Two views through the base encoder (trained) and the momentum encoder (forward only)."""
+    images = estimate.train_images(cfg) * cfg.epochs
+    passes = estimate.TRAIN_FLOPS_PER_MAC + estimate.EVAL_FLOPS_PER_MAC
+    return images * 2 * gmacs(cfg.data.input_size) * passes
+
+
+SPEC = EngineSpec(
+    name="mocov3",
+    run=run,
+    protocol=MoCoV3Protocol,
+    description="MoCo-v3 self-supervised pre-training, with L_se where the row says (Tab. 9, Fig. 6)",
+    consumes=Consumes.nothing,
+    provides=Provides.backbone,
+    progress=Progress.epoch,
+    loss="contrastive",
+    cost=_cost,
+    metrics=("ssl_loss", "spatial_entropy"),
+)

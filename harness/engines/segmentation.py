@@ -32,31 +32,32 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from harness import distributed
+from harness import distributed, estimate
+from harness.config.protocols import SegmentationProtocol
 from harness.core import checkpoint
 from harness.core.data import eval_loader
-from harness.core.job import Heartbeat, restore, resume_point
+from harness.core.job import Heartbeat
 from harness.core.log import RunLog
+from harness.core.model import parallel
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, seed_everything
+from harness.core.result import Best, Extra, Outcome
+from harness.core.resume import Resumable
+from harness.core.rng import seed_everything
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr, step_counts
+from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
 from harness.eval import intersect_and_union, majority_miou, miou_from_areas
-from harness.provenance import provenance
-from harness.results import CHECKPOINT, checkpoint_path
 from harness.segment.data import datasets, num_classes, train_loader
-from harness.segment.model import build_segmenter, for_training
+from harness.segment.model import build_segmenter
 
 
-def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Outcome:
     p, seg = cfg.protocol, cfg.protocol.segmentation
     seed_everything(cfg.seed + world.rank)
-    source = checkpoint_path(Path(cfg.upstream.folder), cfg.upstream.checkpoint)
-    what = f"upstream run {cfg.upstream.uid} (row '{cfg.upstream.row}' of {cfg.upstream.recipe})"
     classes = num_classes(cfg)
-    weights = checkpoint.load_model(source, what)
-    model, unused = build_segmenter(cfg, classes, weights, f"{what}: {source}")
+    model, unused = build_segmenter(cfg, classes, *checkpoint.upstream_weights(cfg.upstream))
     model = model.to(world.device)
-    net = for_training(model, world)
+    # mmseg's SyncBN: the head's statistics come from 4 images per GPU
+    net = parallel(model, world, sync_batchnorm=True)
     base_lr = scaled_lr(p)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=base_lr, weight_decay=p.weight_decay, eps=p.opt_eps, fused=True
@@ -68,13 +69,10 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
     val_loader = eval_loader(val, val_batch, cfg.data.num_workers, world)
     precision = Precision(cfg.protocol.amp, world.device)
 
-    records: list[dict[str, Any]] = []
+    parts = {"model": model, "optimizer": optimizer, "precision": precision}
+    resumable = Resumable(folder, world, parts, progress="iteration")
     state: dict[str, Any] = {"wall_time_s": 0.0, "window": {"loss": 0.0, "steps": 0.0, "skipped": 0.0}}
-    start = 0
-    saved = resume_point(cfg, uid, world, folder, "iteration")
-    if saved is not None:
-        parts = {"model": model, "optimizer": optimizer, "precision": precision}
-        records, start = restore(saved, parts, state, world.rank, "iteration")
+    records, start = resumable.resume(cfg, uid, state)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start)
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state, losses=("loss",))
@@ -121,14 +119,14 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> di
             if save:
                 state["wall_time_s"] += time.perf_counter() - begin
                 begin = time.perf_counter()
-                _save(folder, model, optimizer, precision, iteration, records, state, world)
+                resumable.save(iteration, records, state)
             if world.is_main and heartbeat.due():
                 rate = (iteration - start) * p.batch_size / (time.perf_counter() - started)
                 heartbeat(epoch=1, epochs=1, step=iteration, steps=total, images_per_s=rate)
             if iteration == total:
                 break
     log.close()
-    return result(cfg, uid, records, state, unused, world)
+    return outcome(cfg, records, state, unused)
 
 
 def poly_lr(base: float, floor: float, iteration: int, total: int, power: float) -> float:
@@ -160,44 +158,44 @@ def validate(
     return {f"val_{name}": value for name, value in scores.items()}
 
 
-def _save(folder, model, optimizer, precision, iteration, records, state, world) -> None:
-    rngs = gathered_rng_state(world.size)  # a collective call: every rank, before rank 0 writes
-    if world.is_main:
-        checkpoint.save(
-            folder / CHECKPOINT,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "precision": precision.state_dict(),
-                "iteration": iteration,
-                "records": records,
-                "state": {**state, "window": dict(state["window"])},
-                "rng": rngs,
-            },
-        )
-
-
-def result(cfg: DictConfig, uid: str, records, state, unused: list[str], world) -> dict[str, Any]:
-    """result.json: the last validation's mIoU (and aAcc, mAcc, per-class IoU, the majority class's
-    mIoU), the best validation's, the upstream keys left out of the backbone, the cost, the provenance."""
+def outcome(
+    cfg: DictConfig, records: list[dict[str, Any]], state: dict[str, Any], unused: list[str]
+) -> Outcome:
+    """The last validation's mIoU (and aAcc, mAcc, per-class IoU, the majority class's mIoU), the best
+    validation's, the upstream keys left out of the backbone."""
     last, best = records[-1], max(records, key=lambda r: r["val_miou"])
-    gpus = world.size if torch.cuda.is_available() else 0
-    return {
-        "uid": uid,
-        "table": cfg.table,
-        "scale": cfg.scale,
-        "engine": cfg.engine,
-        "metrics": {"miou": last["val_miou"]},
-        "aacc": last["val_aacc"],
-        "macc": last["val_macc"],
-        "per_class_iou": last["val_per_class_iou"],
-        "majority_miou": last["val_majority_miou"],
-        "best": {"miou": best["val_miou"], "iteration": best["iteration"]},
-        "iterations": cfg.protocol.segmentation.iterations,
-        "epochs": 0,
-        "upstream_keys_unused": unused,
-        "wall_time_s": state["wall_time_s"],
-        "gpu_hours": state["wall_time_s"] * gpus / 3600,
+    return Outcome(
+        metrics={"miou": last["val_miou"]},
+        best=Best({"miou": best["val_miou"]}, iteration=best["iteration"]),
+        wall_time_s=state["wall_time_s"],
         **step_counts(state),
-        "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
-    }
+        extra=Extra(
+            aacc=last["val_aacc"],
+            macc=last["val_macc"],
+            per_class_iou=last["val_per_class_iou"],
+            majority_miou=last["val_majority_miou"],
+            iterations=cfg.protocol.segmentation.iterations,
+            upstream_keys_unused=unused,
+        ),
+    )
+
+
+SPEC = EngineSpec(
+    name="segmentation",
+    run=run,
+    protocol=SegmentationProtocol,
+    description="trains a Semantic FPN on an upstream run's PVT backbone (Tab. 12)",
+    consumes=Consumes.backbone,
+    provides=Provides.nothing,
+    progress=Progress.iteration,
+    loss="pixel ce",
+    cost=lambda cfg, gmacs: (  # iterations of crops through the backbone (the FPN is not counted)
+        cfg.protocol.segmentation.iterations
+        * cfg.protocol.batch_size
+        * gmacs(cfg.protocol.segmentation.crop_size)
+        * estimate.TRAIN_FLOPS_PER_MAC
+    ),
+    metrics=("miou",),
+    length=lambda cfg: cfg.protocol.segmentation.iterations,
+    activity="segmentation",
+)

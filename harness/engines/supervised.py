@@ -22,18 +22,21 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from harness import distributed
+from harness import distributed, estimate
+from harness.config.protocols import SupervisedProtocol
 from harness.core import checkpoint
 from harness.core.data import criterion, datasets, eval_loader, mixup, num_classes, train_loader
-from harness.core.job import Heartbeat, restore, resume_point
+from harness.core.job import Heartbeat
 from harness.core.log import RunLog
 from harness.core.model import aux_loss, build_model, for_training
 from harness.core.precision import Precision
-from harness.core.rng import gathered_rng_state, seed_everything
+from harness.core.result import Best, Extra, Outcome
+from harness.core.resume import Resumable
+from harness.core.rng import seed_everything
 from harness.core.schedule import LrSchedule, loss_weight
 from harness.core.steps import StepTotals, adamw, mean, optimizer_step, step_counts
-from harness.provenance import provenance
-from harness.results import BEST_CHECKPOINT, CHECKPOINT
+from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
+from harness.results import BEST_CHECKPOINT
 
 
 def run(
@@ -42,7 +45,7 @@ def run(
     world: distributed.World,
     folder: Path,
     init: Callable[[nn.Module], None] | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Train the run from scratch, or from `init` (which loads weights into the fresh model: fine-tuning)."""
     seed_everything(cfg.seed + world.rank)
     classes = num_classes(cfg)
@@ -61,17 +64,14 @@ def run(
     mixup_fn = mixup(cfg.protocol, classes)
     loss_fn = criterion(cfg.protocol, mixup_fn)
 
-    records: list[dict[str, Any]] = []
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "precision": precision}
+    if training.drloc is not None:
+        parts["drloc"] = training.drloc
+    if ema is not None:
+        parts["ema"] = ema.module
+    resumable = Resumable(folder, world, parts)
     state: dict[str, Any] = {"wall_time_s": 0.0, "best_top1": -math.inf}
-    start = 0
-    saved = resume_point(cfg, uid, world, folder)
-    if saved is not None:
-        parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "precision": precision}
-        if training.drloc is not None:
-            parts["drloc"] = training.drloc
-        if ema is not None:
-            parts["ema"] = ema.module
-        records, start = restore(saved, parts, state, world.rank)
+    records, start = resumable.resume(cfg, uid, state)
     log = RunLog(folder, world.is_main, cfg.train.tensorboard, records, start * len(loader))
     heartbeat = Heartbeat(folder, world.job_id, cfg.train.heartbeat_every_s)
     totals = StepTotals(world.device, cfg.train.max_nonfinite_steps, state)
@@ -95,31 +95,17 @@ def run(
         record["seconds"] = time.perf_counter() - begin
         state["wall_time_s"] += record["seconds"]
         records.append(record)
-        rngs = gathered_rng_state(world.size)
         if world.is_main:
             log.epoch((epoch + 1) * len(loader), record)
             if record.get("val_top1", -math.inf) > state["best_top1"]:
                 state["best_top1"] = record["val_top1"]
                 best = {"model": model.state_dict(), "epoch": epoch + 1, "top1": record["val_top1"]}
                 checkpoint.save(folder / BEST_CHECKPOINT, best)
-            checkpoint.save(
-                folder / CHECKPOINT,
-                {
-                    "model": model.state_dict(),
-                    "drloc": training.drloc.state_dict() if training.drloc is not None else {},
-                    "ema": ema.module.state_dict() if ema is not None else {},
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "precision": precision.state_dict(),
-                    "epoch": epoch + 1,
-                    "records": records,
-                    "state": dict(state),
-                    "rng": rngs,
-                },
-            )
+        resumable.save(epoch + 1, records, state)
+        if world.is_main:
             heartbeat(epoch=epoch + 1, epochs=cfg.epochs, step=len(loader), steps=len(loader))
     log.close()
-    return result(cfg, uid, records, state, world)
+    return outcome(cfg, records, state)
 
 
 @dataclass
@@ -214,36 +200,42 @@ def validate(model: nn.Module, loader, precision: Precision, world: distributed.
     return {"val_top1": 100 * correct1 / count, "val_top5": 100 * correct5 / count}
 
 
-def result(cfg: DictConfig, uid: str, records, state, world: distributed.World) -> dict[str, Any]:
-    """result.json of a training run: the final epoch's metrics, the best epoch, the cost, the provenance."""
+def outcome(cfg: DictConfig, records: list[dict[str, Any]], state: dict[str, Any]) -> Outcome:
+    """A training run's: the final epoch's metrics, the best epoch, the EMA model's, and which top-1 the
+    paper prints (`protocol.reports`)."""
     evaluated = [r for r in records if "val_top1" in r]
     best = max(evaluated, key=lambda r: r["val_top1"])
-    gpus = world.size if torch.cuda.is_available() else 0
-    ema = {}
+    ema = None
+    reported = {"final": records[-1]["val_top1"], "best": best["val_top1"]}
     if cfg.protocol.model_ema_decay is not None:
         best_ema = max(evaluated, key=lambda r: r["val_top1_ema"])
         ema = {
-            "ema": {
-                "top1": records[-1]["val_top1_ema"],
-                "best_top1": best_ema["val_top1_ema"],
-                "best_epoch": best_ema["epoch"],
-            }
+            "top1": records[-1]["val_top1_ema"],
+            "best_top1": best_ema["val_top1_ema"],
+            "best_epoch": best_ema["epoch"],
         }
-    reported = {"final": records[-1]["val_top1"], "best": best["val_top1"]}
-    if ema:
-        reported["best_ema"] = ema["ema"]["best_top1"]
-    return {
-        "uid": uid,
-        "table": cfg.table,
-        "scale": cfg.scale,
-        "engine": cfg.engine,
-        "metrics": {"top1": records[-1]["val_top1"], "top5": records[-1]["val_top5"]},
-        "best": {"top1": best["val_top1"], "epoch": best["epoch"]},
-        **ema,
-        "reported": {"what": cfg.protocol.reports, "top1": reported[cfg.protocol.reports]},
-        "epochs": cfg.epochs,
-        "wall_time_s": state["wall_time_s"],
-        "gpu_hours": state["wall_time_s"] * gpus / 3600,
+        reported["best_ema"] = ema["best_top1"]
+    return Outcome(
+        metrics={"top1": records[-1]["val_top1"], "top5": records[-1]["val_top5"]},
+        best=Best({"top1": best["val_top1"]}, epoch=best["epoch"]),
+        epochs=cfg.epochs,
+        wall_time_s=state["wall_time_s"],
         **step_counts(state),
-        "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
-    }
+        extra=Extra(reported={"what": cfg.protocol.reports, "top1": reported[cfg.protocol.reports]}, ema=ema),
+    )
+
+
+SPEC = EngineSpec(
+    name="supervised",
+    run=run,
+    protocol=SupervisedProtocol,
+    description="trains a classifier from scratch, with L_se where the row says (Tabs. 1-3, 7, 8, 13)",
+    consumes=Consumes.nothing,
+    provides=Provides.classifier,
+    progress=Progress.epoch,
+    loss="ce",
+    cost=lambda cfg, gmacs: (
+        estimate.train_images(cfg) * cfg.epochs * gmacs(cfg.data.input_size) * estimate.TRAIN_FLOPS_PER_MAC
+    ),
+    metrics=("top1", "top5"),
+)

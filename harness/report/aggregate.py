@@ -14,9 +14,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy.special import stdtr
 
+from harness.core.result import Result
+from harness.engines.spec import Progress, spec_of
 from harness.eval import CORRUPTIONS, METRICS, mce
 from harness.recipe import ResolvedRun
-from harness.report import format
+from harness.report import formatting
 from harness.results import file_problems, read_metrics_checked, run_status
 
 ALEXNET = "AlexNet (Hendrycks & Dietterich)"
@@ -38,7 +40,7 @@ class RunRecord:
     state: str
     detail: str
     folder: Path
-    result: dict[str, Any] | None
+    result: Result | None
     metrics: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
     trained: dict[str, Any] = field(default_factory=dict)  # what was trained (`trained_of`)
@@ -48,13 +50,13 @@ def trained_of(run: ResolvedRun) -> dict[str, Any]:
     """What the run trains or evaluates, from its config: the model as built (its constructor arguments),
     the epochs, those of the run it starts from, and the data."""
     config = run.row_config
-    synthetic = config.data.synthetic
+    synthetic, spec = config.data.synthetic, spec_of(config.engine)
     return {
         "engine": config.engine,
         "model": config.model,
         "model_kwargs": OmegaConf.to_container(config.model_kwargs),
         "epochs": config.epochs,
-        "iterations": config.protocol.segmentation.iterations if config.engine == "segmentation" else None,
+        "iterations": spec.length(config) if spec.progress is Progress.iteration else None,
         "upstream_epochs": run.upstream.row_config.epochs if run.upstream is not None else None,
         "dataset": config.data.dataset,
         "stands_for": config.data.stands_for,
@@ -84,21 +86,22 @@ def read_run(run: ResolvedRun, trained: dict[str, Any] | None = None) -> RunReco
     )
 
 
-def _results(records: list[RunRecord]) -> list[dict[str, Any]]:
+def results(records: list[RunRecord]) -> list[Result]:
+    """The results of the finished runs."""
     return [r.result for r in records if r.result is not None]
 
 
 def _stored(records: list[RunRecord], metric: str) -> tuple[list[float], str]:
     """The metric as each finished run wrote it, and why some finished runs have no value."""
-    results = _results(records)
-    values = [r["metrics"][metric] for r in results if metric in r["metrics"]]
-    return values, "" if len(values) == len(results) else f"result.json has no {metric!r}"
+    done = results(records)
+    values = [r.metrics[metric] for r in done if metric in r.metrics]
+    return values, "" if len(values) == len(done) else f"result.json has no {metric!r}"
 
 
 def _best(records: list[RunRecord], metric: str) -> list[float]:
     """The metric at each finished run's best validated epoch (result.json's `best`), where it says."""
-    bests = [r.get("best") for r in _results(records)]
-    return [b[metric] for b in bests if isinstance(b, dict) and isinstance(b.get(metric), int | float)]
+    bests = [r.best.metrics for r in results(records) if r.best is not None]
+    return [best[metric] for best in bests if metric in best]
 
 
 def _mean_errors(tables: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -112,22 +115,18 @@ def _mean_errors(tables: list[dict[str, Any]]) -> dict[str, list[float]]:
 def _local_mce(records: list[RunRecord], reference: list[RunRecord], label: str) -> tuple[list[float], str]:
     """Each seed's mCE normalised by the reference row's ImageNet-C errors (mean over its seeds): there is
     no AlexNet at local scale, so the baseline row takes its place."""
-    results = _results(records)
-    if not results:
+    done = [r.extra.imagenet_c_errors for r in results(records)]
+    if not done:
         return [], ""
-    tables = [r["imagenet_c_errors"] for r in _results(reference) if "imagenet_c_errors" in r]
+    tables = [errors for r in results(reference) if (errors := r.extra.imagenet_c_errors) is not None]
     if not tables:
         return [], f"the reference row {label} has no ImageNet-C errors"
     try:
         base = _mean_errors(tables)
-        values = [
-            mce({c: r["imagenet_c_errors"][c] for c in CORRUPTIONS if c in r["imagenet_c_errors"]}, base)
-            for r in results
-            if "imagenet_c_errors" in r
-        ]
+        values = [mce({c: e[c] for c in CORRUPTIONS if c in e}, base) for e in done if e is not None]
     except (TypeError, ValueError) as error:
         return [], f"ImageNet-C errors unusable: {error}"
-    return values, "" if len(values) == len(results) else "result.json has no imagenet_c_errors"
+    return values, "" if len(values) == len(done) else "result.json has no imagenet_c_errors"
 
 
 def _reference_row(row: DictConfig) -> str:
@@ -215,9 +214,9 @@ def audit(printed: float, paper: float, base: float) -> str:
         return ""
     if math.isnan(paper) or math.isnan(base):
         return "unchecked"
-    difference = format.exact(paper) - format.exact(base)
-    half_unit = Decimal(5).scaleb(-format.decimals(printed) - 1)
-    return "ok" if abs(format.exact(printed) - difference) <= half_unit else "mismatch"
+    difference = formatting.exact(paper) - formatting.exact(base)
+    half_unit = Decimal(5).scaleb(-formatting.decimals(printed) - 1)
+    return "ok" if abs(formatting.exact(printed) - difference) <= half_unit else "mismatch"
 
 
 def _described(records: list[RunRecord]) -> dict[str, str]:
@@ -226,9 +225,9 @@ def _described(records: list[RunRecord]) -> dict[str, str]:
     if trained is None:
         return {"arch": "", "schedule": "", "data": ""}
     return {
-        "arch": format.architecture(trained["model_kwargs"]),
-        "schedule": format.schedule(trained),
-        "data": format.data(trained),
+        "arch": formatting.architecture(trained["model_kwargs"]),
+        "schedule": formatting.schedule(trained),
+        "data": formatting.data(trained),
     }
 
 
@@ -290,7 +289,7 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
     frame["paper_prints_gains"] = bool(frame["printed_gain"].notna().any())
     frame["digits"] = _digits(frame)
     frame["gain_digits"] = [
-        max(format.decimals(a), format.decimals(b))
+        max(formatting.decimals(a), formatting.decimals(b))
         for a, b in zip(frame["paper"], frame["paper_base"], strict=True)
     ]
     base = {c: _of_baseline(frame, c) for c in ("std", "n")}
@@ -316,10 +315,10 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
 def _digits(frame: pd.DataFrame) -> pd.Series:
     """Per line, the decimals the paper prints in its sub-table for that metric: the most any of its
     numbers and printed gains there has (ours are written with as many)."""
-    digits = pd.Series(format.DEFAULT_DIGITS, index=frame.index, dtype="int64")
+    digits = pd.Series(formatting.DEFAULT_DIGITS, index=frame.index, dtype="int64")
     for _, part in frame.groupby(["group", "metric"], sort=False):
         values = [*part["paper"], *part["printed_gain"]]
-        digits[part.index] = format.precision(values)
+        digits[part.index] = formatting.precision(values)
     return digits
 
 
@@ -336,7 +335,7 @@ def arithmetic(frame: pd.DataFrame) -> list[dict[str, Any]]:
     for cell in frame[frame["audit"].isin(["mismatch", "unchecked"])].to_dict("records"):
         difference = None
         if cell["audit"] == "mismatch":
-            difference = format.exact(cell["paper"]) - format.exact(cell["paper_base"])
+            difference = formatting.exact(cell["paper"]) - formatting.exact(cell["paper_base"])
         found.append({**cell, "difference": difference})
     return found
 
@@ -353,7 +352,7 @@ def mce_reference(recipe: DictConfig) -> str:
 def jaccard_void(records: list[RunRecord]) -> str | None:
     """How VOC's void pixels entered the runs' Jaccard: excluded, included, mixed (runs differ) or not
     recorded; None when no run has a Jaccard yet."""
-    found = {r.get("jaccard_void") or "not recorded" for r in _results(records) if "jaccard" in r["metrics"]}
+    found = {r.extra.jaccard_void or "not recorded" for r in results(records) if "jaccard" in r.metrics}
     if not found:
         return None
     return found.pop() if len(found) == 1 else "mixed"

@@ -7,7 +7,6 @@ patches is the softmax of S (Eq. 4), the pre-softmax logits the loss works on.""
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
@@ -17,11 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from timm.data import create_transform
 
 from harness.core.checkpoint import load_model
-from harness.data import DatasetNotFoundError, SyntheticConfig, build_dataset, dataset_spec
+from harness.core.data import num_classes
+from harness.core.model import build_model
+from harness.data import DatasetNotFoundError, SyntheticConfig, build_dataset
+from harness.engines.spec import Provides, spec_of
 from harness.eval import keep_mass
-from harness.recipe import TRAINING_ENGINES, ResolvedRun
+from harness.recipe import ResolvedRun
 from harness.report.figures import plt, save
-from harness.ssl import PRETRAINING_ENGINES
 from harness.text import one_line
 
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -29,18 +30,12 @@ STD = np.array([0.229, 0.224, 0.225])
 
 
 def _model(config: DictConfig, checkpoint: Path) -> torch.nn.Module:
-    data = config.data
-    classes = (
-        data.synthetic.num_classes if data.dataset == "synthetic" else dataset_spec(data.dataset).num_classes
-    )
-    if config.engine in PRETRAINING_ENGINES:  # a self-supervised backbone (Figs. 6, 7) has no classifier
-        classes = 0
-    model = timm.create_model(
-        config.model,
-        num_classes=classes,
-        last_block=config.last_block,
-        **OmegaConf.to_container(config.model_kwargs),
-    )
+    """The run's model as its engine built it (harness.core.model.build_model), on the CPU, with S set to
+    Eq. 4's logits whatever the run's L_se used: their softmax is the attention the figures show."""
+    # a self-supervised backbone (Figs. 6, 7) has no classifier
+    classes = 0 if spec_of(config.engine).provides is Provides.backbone else num_classes(config)
+    model = build_model(config, classes, torch.device("cpu"))
+    model.set_similarity("dot")
     model.load_state_dict(load_model(checkpoint, "attention figure"))
     return model.eval()
 
@@ -65,7 +60,8 @@ def pair(recipe: DictConfig, runs: list[ResolvedRun]) -> tuple[ResolvedRun, Reso
     for row in full_sar_first:
         if row.baseline and row.id in first_run and row.baseline in first_run:
             ours, base = first_run[row.id], first_run[row.baseline]
-            trained = {ours.config.engine, base.config.engine} <= set(TRAINING_ENGINES)  # hold a `model`
+            # both checkpoints hold a model
+            trained = all(spec_of(r.config.engine).provides is not Provides.nothing for r in (ours, base))
             if (
                 trained
                 and (ours.folder / "checkpoint.pt").is_file()

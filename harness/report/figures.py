@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
 
 from harness.eval import METRICS
-from harness.report import format
+from harness.report import formatting
 from harness.report.aggregate import RunRecord
 
 
@@ -127,7 +127,7 @@ def lambda_sweep(recipe: DictConfig, frame: pd.DataFrame, path: Path, scale: str
     group = frame[(frame["group"] == recipe.lambda_sweep) & (frame["metric"] == metric)]
     if group.empty:
         return False
-    name = f"{format.name(metric)} ({METRICS[metric].unit})"
+    name = f"{formatting.name(metric)} ({METRICS[metric].unit})"
     x = [f"{w:g}" for w in group["weight"]]
     seeds = int(group["n"].max())
     ours = f"ours, {scale} scale (mean ± std over {seeds} seed{'s' if seeds != 1 else ''})"

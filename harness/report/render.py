@@ -1,7 +1,9 @@
 """Render one table's report (Markdown + HTML + figures) and the index, with jinja2 templates kept beside
 this file. Output depends only on the run store and the recipe: no timestamps, stable ordering."""
 
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from omegaconf import DictConfig
 from harness.config import PROJECT_DIR, RecipeError
 from harness.recipe import load_recipe
 from harness.records import COUNT, NUMBER, TEXT, Kind, Spec, decode, read_text
-from harness.report import figures, format
+from harness.report import figures, formatting
 from harness.report.aggregate import (
     ALPHA,
     VERDICT_RULE,
@@ -23,10 +25,12 @@ from harness.report.aggregate import (
     jaccard_void,
     mce_reference,
     read_run,
+    results,
     scorecard,
 )
 from harness.report.attention import attention_caption, attention_figures
 from harness.results import atomic_write_text
+from harness.rows import select_rows
 
 TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -59,7 +63,7 @@ def _entry(text: str, mark: str = "", lines: list[str] | None = None) -> dict[st
 def _ours(cell: dict[str, Any]) -> dict[str, Any]:
     """Ours at the final epoch, its gain on a line of its own in HTML: coloured better or worse only where
     the seeds separate it from its baseline row (`verdict` clear)."""
-    text, (value, gain) = format.ours(cell), format.ours_parts(cell)
+    text, (value, gain) = formatting.ours(cell), formatting.ours_parts(cell)
     lines = [value, gain] if gain else [value]
     if text.startswith("failed"):
         return _entry(text, "failed", lines)
@@ -74,9 +78,9 @@ def _sides(cell: dict[str, Any] | None, best: bool, with_diff: bool) -> list[dic
     """A cell's entries: ours (final epoch), ours at the best epoch, the paper's, the difference."""
     if cell is None:
         return [_entry("-")] * (2 + best + with_diff)
-    entries = [_ours(cell)] + ([_entry(format.best(cell))] if best else [])
-    entries.append(_entry(format.paper(cell), "audit" if cell["audit"] == "mismatch" else ""))
-    return entries + ([_entry(format.diff(cell))] if with_diff else [])
+    entries = [_ours(cell)] + ([_entry(formatting.best(cell))] if best else [])
+    entries.append(_entry(formatting.paper(cell), "audit" if cell["audit"] == "mismatch" else ""))
+    return entries + ([_entry(formatting.diff(cell))] if with_diff else [])
 
 
 def _headers(
@@ -84,11 +88,11 @@ def _headers(
 ) -> list[tuple[str, str]]:
     """(the paper's column or "", header): `Top-1 ↑ ours (final epoch)`, `Top-1 ↑ ours (best epoch)`,
     `Top-1 ↑ paper`, `Top-1 Δ`."""
-    head = format.header(metric)
+    head = formatting.header(metric)
     said = "; ".join(([f"local: {trained}"] if trained else []) + (["final epoch"] if best else []))
     headers = [f"{head} ours" + (f" ({said})" if said else "")]
     headers += [f"{head} ours (best epoch)"] if best else []
-    headers += [f"{head} paper"] + ([f"{format.name(metric)} Δ"] if with_diff else [])
+    headers += [f"{head} paper"] + ([f"{formatting.name(metric)} Δ"] if with_diff else [])
     return [(top, h) for h in headers]
 
 
@@ -241,7 +245,7 @@ def _notes(recipe: DictConfig, records: list[RunRecord], frame: pd.DataFrame) ->
         "its two numbers)."
     )
     if "mce" in recipe.metrics:
-        text = f"{format.header('mce')} is normalised by {mce_reference(recipe)}"
+        text = f"{formatting.header('mce')} is normalised by {mce_reference(recipe)}"
         if recipe.scale != "paper":
             text += (
                 ": there is no AlexNet at local scale, so each row's errors are divided by its baseline "
@@ -250,13 +254,14 @@ def _notes(recipe: DictConfig, records: list[RunRecord], frame: pd.DataFrame) ->
         notes.append(text + ".")
     void = jaccard_void(records) if "jaccard" in recipe.metrics else None
     if void:
-        notes.append(f"{format.header('jaccard')}: " + VOID_NOTES.get(void, f"VOC's void pixels: {void}."))
+        said = VOID_NOTES.get(void, f"VOC's void pixels: {void}.")
+        notes.append(f"{formatting.header('jaccard')}: {said}")
     return notes
 
 
 def _where(cell: dict[str, Any]) -> str:
     """`(1b) B: A + no MSA skip connections, Top-1` or `CIFAR-10, SAR in fine-tuning, Top-1`."""
-    text = ", ".join(w for w in (cell["column"], cell["label"], format.name(cell["metric"])) if w)
+    text = ", ".join(w for w in (cell["column"], cell["label"], formatting.name(cell["metric"])) if w)
     return f"({cell['group']}) {text}" if cell["group"] else text
 
 
@@ -291,7 +296,7 @@ def _scorecard(card: Scorecard, scale: str) -> list[str]:
     if card.arithmetic_flagged:
         lines.append(
             f"The paper's arithmetic: {card.arithmetic_flagged} of the {card.arithmetic_checked} gains it "
-            f"prints do not hold ({format.AUDIT_MARK}, listed below)."
+            f"prints do not hold ({formatting.AUDIT_MARK}, listed below)."
         )
     return lines
 
@@ -302,38 +307,38 @@ def _arithmetic(frame: pd.DataFrame, card: Scorecard) -> dict[str, Any] | None:
         return None
     flagged, unchecked = [], []
     for cell in arithmetic(frame):
-        printed = format.gain(cell["printed_gain"])
+        printed = formatting.gain(cell["printed_gain"])
         if cell["audit"] == "mismatch":
-            base = format.number(cell["paper_base"])
-            should = format.signed(float(cell["difference"]), cell["gain_digits"])
+            base = formatting.number(cell["paper_base"])
+            should = formatting.signed(float(cell["difference"]), cell["gain_digits"])
             flagged.append(
-                f"{_where(cell)}: the paper prints {printed}, but {format.number(cell['paper'])} - {base} "
-                f"= {should}."
+                f"{_where(cell)}: the paper prints {printed}, but "
+                f"{formatting.number(cell['paper'])} - {base} = {should}."
             )
         else:
             unchecked.append(f"{_where(cell)}: the paper prints {printed}; no baseline value to check it.")
     rule = "to half a unit of the printed gain's last decimal"
     summary = (
         f"Of the {card.arithmetic_checked} gain(s) the paper prints beside a number and its baseline, "
-        f"{len(flagged)} do not equal the difference of the two numbers ({rule}); {format.AUDIT_MARK} marks "
-        "them in the tables."
+        f"{len(flagged)} do not equal the difference of the two numbers ({rule}); "
+        f"{formatting.AUDIT_MARK} marks them in the tables."
         if flagged
         else f"All {card.arithmetic_checked} gain(s) the paper prints beside a number and its baseline equal "
         f"the difference of the two numbers ({rule})."
     )
-    return {"summary": summary, "flagged": flagged, "unchecked": unchecked, "mark": format.AUDIT_MARK}
+    return {"summary": summary, "flagged": flagged, "unchecked": unchecked, "mark": formatting.AUDIT_MARK}
 
 
 def _provenance(records: list[RunRecord]) -> dict[str, Any]:
-    results = [r.result for r in records if r.result is not None]
-    prov = [r["provenance"] for r in results if r.get("provenance")]
+    done = results(records)
+    prov = [r.provenance for r in done if r.provenance]
     packages = sorted({f"{k} {v}" for p in prov for k, v in p.get("packages", {}).items() if v})
     hardware = sorted({f"{p.get('host')} ({p.get('gpu') or 'CPU'} x{p.get('world_size')})" for p in prov})
     return {
         "runs": len(records),
-        "done": len(results),
-        "gpu_hours": sum(r.get("gpu_hours", 0.0) for r in results),
-        "wall_hours": sum(r.get("wall_time_s", 0.0) for r in results) / 3600,
+        "done": len(done),
+        "gpu_hours": sum(r.gpu_hours for r in done),
+        "wall_hours": sum(r.wall_time_s for r in done) / 3600,
         "commits": sorted({(p.get("git_commit") or "?")[:10] for p in prov}),
         "dirty": any(p.get("git_dirty") for p in prov),
         "packages": packages,
@@ -342,10 +347,15 @@ def _provenance(records: list[RunRecord]) -> dict[str, Any]:
 
 
 def _figures(
-    recipe: DictConfig, records: list[RunRecord], frame: pd.DataFrame, out: Path, attention_files: list[str]
+    recipe: DictConfig,
+    records: list[RunRecord],
+    frame: pd.DataFrame,
+    out: Path,
+    attention_files: list[str],
+    stem: str,
 ) -> list[dict[str, str]]:
     """Draw the curves and the lambda sweep; the files and captions of those drawn and the attention maps."""
-    scale, stem = recipe.scale, report_stem(recipe)
+    scale = recipe.scale
     trained = "" if scale == "paper" else f"; {scale} scale, the epochs as trained"
     shown = []
     if figures.curves(recipe, records, out / "figures" / f"{stem}_curves.png", scale):
@@ -359,7 +369,7 @@ def _figures(
     if recipe.lambda_sweep and figures.lambda_sweep(
         recipe, frame, out / "figures" / f"{stem}_lambda.png", scale
     ):
-        metric = format.name(recipe.metrics[0])
+        metric = formatting.name(recipe.metrics[0])
         caption = (
             f"{metric} against lambda, the paper's and ours in one plot"
             if scale == "paper"
@@ -372,9 +382,14 @@ def _figures(
     return shown
 
 
-def report_stem(recipe: DictConfig) -> str:
-    """The reports' file name: the recipe's name, with the scale unless it is the paper's."""
-    return recipe.name if recipe.scale == "paper" else f"{recipe.name}-{recipe.scale}"
+def report_stem(recipe: DictConfig, rows: list[str] | None = None) -> str:
+    """The reports' file name: the recipe's name, with the scale unless it is the paper's, and for a subset
+    of its rows (`--rows`) their ids, so that it does not overwrite the whole table's (`-rows-1b_A+1b_F`)."""
+    stem = recipe.name if recipe.scale == "paper" else f"{recipe.name}-{recipe.scale}"
+    if rows is None:
+        return stem
+    ids = "+".join(re.sub(r"[^A-Za-z0-9._-]", "_", row_id) for row_id in rows)
+    return f"{stem}-rows-{ids if len(ids) <= 80 else hashlib.sha256(ids.encode()).hexdigest()[:12]}"
 
 
 def shown_path(path: str | Path) -> str:
@@ -385,7 +400,7 @@ def shown_path(path: str | Path) -> str:
 
 
 def _local_pointer(
-    recipe: DictConfig, runs: list, recipe_path: str | Path, overrides: list[str]
+    recipe: DictConfig, runs: list, recipe_path: str | Path, overrides: list[str], rows: list[str] | None
 ) -> dict[str, str] | None:
     """When no run of a paper-scale report is in the run store but some local-scale ones are: what to type
     to report them (text, command, file)."""
@@ -394,6 +409,8 @@ def _local_pointer(
     kept = [o for o in overrides if not o.lstrip("+~").startswith("scale=")]
     try:
         local_recipe, local_runs = load_recipe(recipe_path, [*kept, "scale=local"])
+        if rows is not None:
+            local_recipe, local_runs = select_rows(local_recipe, local_runs, rows, recipe_path)
     except RecipeError:
         return None
     found = [run for run in local_runs if run.folder.exists()]
@@ -403,25 +420,41 @@ def _local_pointer(
     return {
         "text": f"No run of this recipe at paper scale is in the run store, but {len(found)} local-scale "
         f"run(s) are ({done} done).",
-        "command": " ".join(["python -m harness report", shown_path(recipe_path), *kept, "scale=local"]),
-        "file": f"{report_stem(local_recipe)}.html",
+        "command": " ".join(
+            [
+                "python -m harness report",
+                shown_path(recipe_path),
+                *kept,
+                "scale=local",
+                *(["--rows", ",".join(rows)] if rows is not None else []),
+            ]
+        ),
+        "file": f"{report_stem(local_recipe, rows)}.html",
     }
 
 
 def render_table(
-    recipe_path: str | Path, overrides: list[str], out: Path, tolerance: float
+    recipe_path: str | Path,
+    overrides: list[str],
+    out: Path,
+    tolerance: float,
+    rows: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write out/<name>.md, out/<name>.html and figures; returns the summary the index is built from."""
+    """Write out/<name>.md, out/<name>.html and figures; returns the summary the index is built from.
+    `rows`: only these rows of the table and their baselines (harness.rows), the title saying so."""
     recipe, runs = load_recipe(recipe_path, overrides)
+    if rows is not None:
+        recipe, runs = select_rows(recipe, runs, rows, recipe_path)
+    stem = report_stem(recipe, rows)
     described: dict[tuple[int, int], dict[str, Any]] = {}  # runs of a row share their config
     records = []
     for run in runs:
         key = (id(run.row_config), id(run.upstream.row_config) if run.upstream else 0)
         records.append(read_run(run, described.get(key)))
         described.setdefault(key, records[-1].trained)
-    attention = attention_figures(recipe, runs, out, report_stem(recipe))
-    pointer = _local_pointer(recipe, runs, recipe_path, overrides)
-    return write_report(recipe, records, out, tolerance, shown_path(recipe_path), attention, pointer)
+    attention = attention_figures(recipe, runs, out, stem)
+    pointer = _local_pointer(recipe, runs, recipe_path, overrides, rows)
+    return write_report(recipe, records, out, tolerance, shown_path(recipe_path), attention, pointer, stem)
 
 
 def write_report(
@@ -432,14 +465,15 @@ def write_report(
     recipe_file: str,
     attention: tuple[list[str], list[str]] = ([], []),
     pointer: dict[str, str] | None = None,
+    stem: str | None = None,
 ) -> dict[str, Any]:
     """Write the reports of a recipe's runs, already read (`attention`: the files of the attention figures
     already drawn, and the problems met drawing them; `pointer`: where the runs of another scale are
-    reported); returns the summary the index is built from. Apart from `render_table` so that records
-    built elsewhere (tests, other stores) can be reported."""
+    reported; `stem`: the file name, `report_stem`'s by default); returns the summary the index is built
+    from. Apart from `render_table` so that records built elsewhere (tests, other stores) can be reported."""
     frame = cells(recipe, records)
     card = scorecard(frame, tolerance)
-    scale, stem = recipe.scale, report_stem(recipe)
+    scale, stem = recipe.scale, stem or report_stem(recipe)
     attention_files, attention_problems = attention
     context = {
         "title": recipe.title,
@@ -453,7 +487,7 @@ def write_report(
         "groups": _groups(frame, list(recipe.metrics), scale),
         "arithmetic": _arithmetic(frame, card),
         "notes": _notes(recipe, records, frame),
-        "figures": _figures(recipe, records, frame, out, attention_files),
+        "figures": _figures(recipe, records, frame, out, attention_files, stem),
         "problems": [f"{r.uid}: {p}" for r in records for p in r.problems] + attention_problems,
         "provenance": _provenance(records),
     }

@@ -15,13 +15,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from harness import distributed
-from harness.core.data import (
-    RunFailed,
-    SeededSampler,
-    per_process_batch,
-    seeded_loader,
-    synthetic_config,
-)
+from harness.core.data import SeededSampler, per_process_batch, seeded_loader, synthetic_config
+from harness.core.job import RunFailed
 from harness.data import build_dataset, dataset_spec
 from harness.data.standins import SyntheticSegmentation
 from harness.segment.transforms import TestPipeline, TrainPipeline

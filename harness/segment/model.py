@@ -11,7 +11,6 @@ PVT's code loads its pretrained weights with `strict=False`, which would load a 
 import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from harness.core import checkpoint
 from harness.segment.fpn import SemanticFPN
@@ -47,13 +46,3 @@ def build_segmenter(
         dropout=seg.dropout,
     )
     return model, unused
-
-
-def for_training(model: nn.Module, world) -> nn.Module:
-    """What the loop calls: the model itself, or under DDP with its BatchNorms synchronised across the
-    processes (mmseg's SyncBN), as the head's statistics come from 4 images per GPU."""
-    if world.size == 1:
-        return model
-    synced = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [world.local_rank] if world.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(synced, device_ids=ids)

@@ -2,5 +2,3 @@
 projector, predictor and contrastive loss (`mocov3`), DINO's head, multi-crop wrapper, centred loss and
 teacher (`dino`), both methods' augmentations and the linear probe's (`augment`), and the per-iteration
 schedules both official codes precompute (`schedules`). The engines in `harness.engines` run them."""
-
-PRETRAINING_ENGINES = ("mocov3", "dino")  # their checkpoints' `model` is a headless backbone

@@ -9,9 +9,9 @@ from omegaconf import DictConfig
 
 import sar
 from harness.core.data import synthetic_config
+from harness.core.result import Outcome
 from harness.core.steps import step_counts
 from harness.data import build_dataset
-from harness.provenance import provenance
 
 
 def train_split(cfg: DictConfig, transform) -> torch.utils.data.Dataset:
@@ -28,18 +28,11 @@ def spatial_entropy(maps: list[torch.Tensor], crops: list[int]) -> torch.Tensor:
     return total / sum(crops)
 
 
-def result(cfg: DictConfig, uid: str, records: list[dict[str, Any]], state, world) -> dict[str, Any]:
-    """result.json of a pre-training run: the last epoch's losses, the cost, the provenance."""
-    gpus = world.size if torch.cuda.is_available() else 0
-    return {
-        "uid": uid,
-        "table": cfg.table,
-        "scale": cfg.scale,
-        "engine": cfg.engine,
-        "metrics": {"ssl_loss": records[-1]["train_ssl"], "spatial_entropy": records[-1]["train_se"]},
-        "epochs": cfg.epochs,
-        "wall_time_s": state["wall_time_s"],
-        "gpu_hours": state["wall_time_s"] * gpus / 3600,
+def outcome(cfg: DictConfig, records: list[dict[str, Any]], state: dict[str, Any]) -> Outcome:
+    """A pre-training run's: the last epoch's losses."""
+    return Outcome(
+        metrics={"ssl_loss": records[-1]["train_ssl"], "spatial_entropy": records[-1]["train_se"]},
+        epochs=cfg.epochs,
+        wall_time_s=state["wall_time_s"],
         **step_counts(state),
-        "provenance": provenance(world.size, cfg.seed, cfg.recipe_file, cfg.recipe_sha256),
-    }
+    )

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 from timm.layers import trunc_normal_
 from timm.models import checkpoint
-from timm.models._builder import pretrained_cfg_for_features
-from timm.models._features import FeatureGetterNet, feature_take_indices
+from timm.models._features import FeatureGetterNet  # private in timm 1.0: see with_features
 from torch import nn
 
 from sar.models.layers import (
@@ -177,8 +176,9 @@ class SimilarityModel(nn.Module):
         return self.checkpointed(block, x, grid), None
 
     def take_indices(self, count: int, indices: Indices, what: str) -> tuple[list[int], int]:
-        """timm's `feature_take_indices` (None: all, n: the last n, a sequence: those, negative ones from the
-        end): the absolute indices and the largest, or a ValueError naming the model and the bad value."""
+        """The indices of timm's `forward_intermediates` (None: all, n: the last n, a sequence: those,
+        negative ones from the end): the absolute indices and the largest, or a ValueError naming the model
+        and the bad value. Written here: timm's own `feature_take_indices` is private."""
         if isinstance(indices, int):
             bad = not 0 < indices <= count
         else:
@@ -188,7 +188,11 @@ class SimilarityModel(nn.Module):
                 f"{self.model_name} has {count} {what}: indices {indices!r} do not fit (an int n takes the "
                 f"last n, 1 to {count}; a list takes indices from {-count} to {count - 1})"
             )
-        return feature_take_indices(count, indices)
+        if indices is None or isinstance(indices, int):
+            take = list(range(count - (count if indices is None else indices), count))
+        else:
+            take = [i % count for i in indices]
+        return take, max(take)
 
     def check_output_fmt(self, output_fmt: str, allowed: tuple[str, ...]) -> None:
         if output_fmt not in allowed:
@@ -509,9 +513,14 @@ def with_features(model: SimilarityModel, features: dict | None) -> nn.Module:
     model. The wrapper prunes what the maps do not need, so its `.model` lacks the classifier (`head.*`)
     and the final norm (`norm.*`: the maps are taken before it), plus everything after the last of
     `out_indices` (for a pyramid stopping before the [CLS] stage: that stage, `cls_token` and its
-    position embedding); all other keys of the classifier's checkpoint load strictly into `.model`."""
+    position embedding); all other keys of the classifier's checkpoint load strictly into `.model`.
+
+    timm 1.0 exports no public name for `FeatureGetterNet`: this is the one place that uses it, and
+    tests/test_models_intermediates.py checks that it is the class timm wraps its own ViTs in."""
     if features is None:
         return model
     net = FeatureGetterNet(model, out_indices=features.get("out_indices", model.default_out_indices))
-    net.pretrained_cfg = net.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    classifier = ("num_classes", "classifier", "global_pool")  # what timm drops from a feature net's config
+    config = {key: value for key, value in model.pretrained_cfg.items() if key not in classifier}
+    net.pretrained_cfg = net.default_cfg = config
     return net

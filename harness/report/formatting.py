@@ -6,6 +6,7 @@ import math
 from decimal import Decimal
 from typing import Any
 
+from harness.engines.spec import Progress, spec_of
 from harness.eval import METRICS
 
 # the paper's column names (Tab. 5: "IN-A (Acc.)", "IN-C (mCE)"); a metric missing here shows its name
@@ -182,20 +183,19 @@ def architecture(kwargs: dict[str, Any]) -> str:
 
 
 def schedule(trained: dict[str, Any]) -> str:
-    """What a run did, in epochs (iterations): `8 epochs`, `8 epochs of fine-tuning after 24 of
+    """What a run did, in its engine's progress unit: `8 epochs`, `8 epochs of fine-tuning after 24 of
     pre-training`, `evaluates the 24-epoch model`, `160 iterations of segmentation after 24 epochs of
     pre-training`."""
-    engine, upstream = trained.get("engine"), trained.get("upstream_epochs")
-    if engine == "evaluate":
+    spec, upstream = spec_of(trained["engine"]), trained.get("upstream_epochs")
+    if spec.progress is Progress.none:
         return f"evaluates the {upstream}-epoch model" if upstream else "evaluation only"
-    if engine == "segmentation":
-        return f"{trained['iterations']} iterations of segmentation" + (
+    if spec.progress is Progress.iteration:
+        return f"{trained['iterations']} iterations of {spec.activity}" + (
             f" after {upstream} epochs of pre-training" if upstream else ""
         )
     text = f"{trained['epochs']} epochs"
-    if engine in ("finetune", "linear_probe"):
-        what = " of fine-tuning" if engine == "finetune" else " of linear probing"
-        text += what + (f" after {upstream} of pre-training" if upstream else "")
+    if spec.activity:
+        text += f" of {spec.activity}" + (f" after {upstream} of pre-training" if upstream else "")
     return text
 
 
@@ -203,13 +203,14 @@ def data(trained: dict[str, Any]) -> str:
     """`synthetic stand-in for imagenet100 (10 classes, 1,000 train / 200 val images)`."""
     if trained.get("dataset") != "synthetic":
         return ""
-    if trained.get("engine") == "evaluate":
+    spec = spec_of(trained["engine"])
+    if spec.progress is Progress.none:
         return "synthetic stand-ins for the evaluation sets"
     stands_for = trained.get("stands_for")
     what = (
         f"synthetic stand-in for {stands_for}" if stands_for not in (None, "synthetic") else "synthetic data"
     )
-    if trained.get("engine") == "segmentation":
+    if "miou" in spec.metrics:  # segmented: the synthetic objects' label maps
         what = f"{what}: object vs background masks"
     return (
         f"{what} ({trained['classes']} classes, {trained['train_images']:,} train / "
