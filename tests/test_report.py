@@ -318,7 +318,8 @@ def test_local_headers_and_labels_say_the_epochs_and_the_model_as_trained(tmp_pa
         "Ours, as trained at local scale: 4 blocks, 144 wide, 6 heads, 64 px; on synthetic stand-in for "
         in text
     )
-    assert "| ViT-S/16 + SAR | 23.25 ± 0.25 (+2.00; clear, p<0.001) | 24.00 ± 0.00 | 76.72 (+2.5) |" in text
+    sar = "| ViT-S/16 + SAR | 23.25 ± 0.25 (+2.00 [+2.00, +2.00]; clear, paired p<0.001) | 24.00 ± 0.00 |"
+    assert sar + " 76.72 (+2.5) |" in text
     html = (tmp_path / "t-local.html").read_text()
     assert '<th colspan="3">100 ep.</th>' in html and '<th rowspan="2">Model</th>' in html
     # rows that differ in the model as built say so in their label
@@ -488,12 +489,12 @@ def test_only_gains_clear_of_the_seeds_noise_are_coloured_and_counted(tmp_path):
     card = scorecard(frame.reset_index(), tolerance=0.5)
     assert (card.gains_compared, card.gains_clear, card.gains_same_sign, card.gains_noise) == (2, 1, 1, 1)
     text = _markdown(recipe, records, tmp_path)
-    assert "| ViT-S/16 + SAR | 22.50 ± 0.50 (+3.00; clear, p=0.002) |" in text
+    assert "| ViT-S/16 + SAR | 22.50 ± 0.50 (+3.00 [+3.00, +3.00]; clear, paired p<0.001) |" in text
     assert "1 clear of the seeds' noise, 1 of them of the paper's sign; 1 within noise" in text
     assert "Welch's two-sided t-test" in text and "p < 0.05" in text
     html = (tmp_path / "t.html").read_text()
-    assert '<td class="better">22.50 ± 0.50<br>+3.00; clear, p=0.002</td>' in html
-    assert "<td>19.50 ± 1.00<br>+0.00; within noise, p=1.00</td>" in html
+    assert '<td class="better">22.50 ± 0.50<br>+3.00 [+3.00, +3.00]; clear, paired p&lt;0.001</td>' in html
+    assert "<td>19.50 ± 1.00<br>+0.00 [-1.24, +1.24]; within noise, paired p=1.00</td>" in html
 
 
 def test_welch_verdict_rule():
@@ -661,3 +662,51 @@ def test_figure3_quotes_the_papers_points(tmp_path, monkeypatch):
     monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda ax, x, y, **_: drawn.append((x[0], y[0])))
     assert figures.curves(_recipe(rows, ["top1"]), [_record("vit", curve=curve)], tmp_path / "c.png", "paper")
     assert sorted(drawn) == [(250, 79.9), (300, 79.8), (300, 80.7)]
+
+
+def test_a_paired_gain_is_judged_on_the_per_seed_differences():
+    from scipy import stats
+
+    from harness.report.aggregate import paired
+
+    base = {0: 60.0, 1: 65.0, 2: 70.0}
+    sar = {0: 61.0, 1: 66.2, 2: 70.9}
+    test = paired(sar, base)
+    reference = stats.ttest_rel(list(sar.values()), list(base.values()))
+    low, high = reference.confidence_interval(0.95)
+    assert test["pairs"] == 3 and test["p"] == pytest.approx(reference.pvalue)
+    assert (test["ci_low"], test["ci_high"]) == pytest.approx((low, high))
+    assert test["p"] < 0.05 < welch_p(66.03, 4.95, 3, 65.0, 5.0, 3)  # Welch cannot see it through the seeds
+    assert paired(sar, {0: 60.0}) == {} and paired(sar, {5: 1.0, 6: 2.0}) == {}  # fewer than 2 shared seeds
+    assert paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})["p"] == 1.0
+
+
+def test_the_detectable_gain_is_detected_with_the_stated_power():
+    from harness.report.aggregate import ALPHA, POWER, detectable_gain, sampling_error
+
+    rng = np.random.default_rng(0)
+    n, sd = 10, 2.0
+    gain = detectable_gain(sd, n)
+    d = rng.normal(gain, sd, size=(20_000, n))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n))
+    from scipy import stats
+
+    power = float((np.abs(t) > stats.t.ppf(1 - ALPHA / 2, n - 1)).mean())
+    assert abs(power - POWER) < 0.03
+    assert math.isnan(detectable_gain(sd, 1))
+    assert sampling_error(60.0, 2400) == pytest.approx(100 * math.sqrt(0.6 * 0.4 / 2400))  # 1.0 point
+    assert sampling_error(60.0, 2400) <= 1.0 < sampling_error(60.0, 200)
+
+
+def test_rows_without_shared_seeds_keep_welchs_test(tmp_path):
+    recipe = _recipe(TAB5, ["imagenet_a_top1"])
+    values = {"vit": {0: 19.0, 1: 19.5, 2: 20.0}, "sar": {3: 22.0, 4: 22.5, 5: 23.0}}
+    records = [
+        _record(row, seed, metrics={"imagenet_a_top1": value}, extra=Extra(mce_reference="alexnet"))
+        for row, by_seed in values.items()
+        for seed, value in by_seed.items()
+    ]
+    cell = cells(recipe, records).set_index(["id", "metric"]).loc[("sar", "imagenet_a_top1")]
+    assert cell["test"] == "welch" and math.isnan(cell["ci_low"])
+    assert cell["p"] == pytest.approx(welch_p(22.5, 0.5, 3, 19.5, 0.5, 3)) and cell["verdict"] == "clear"
+    assert "Welch p=0.002" in formatting.verdict(cell.to_dict())

@@ -152,8 +152,8 @@ def _checked(run: dict[str, Any], blame: Blame) -> dict[str, Any]:
     from: the recipe's and the protocol's composition, and each override against the schema).
 
     Two normalisations stay, because an override such as `loss.weight=0.05` applies to every row of a
-    recipe, baselines included: a row without L_se gets lambda's defaults (the weight, its schedule and
-    warm-up unused), and a row without DRLoc its default pair count, so that a sweep of lambda over a
+    recipe, baselines included: a row without L_se gets one fixed lambda (weight 0, constant, no warm-up:
+    unused), and a row without DRLoc the default pair count, so that a sweep of lambda over a
     table trains each baseline once. `loss.crops` is read by DINO only, and the same holds for it."""
     spec = spec_of(run["engine"])
     run["protocol"] = pick(spec.protocol, run["protocol"], spec.name)

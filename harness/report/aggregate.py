@@ -1,7 +1,8 @@
 """Read a table's runs from the run store into one DataFrame of cells, one per (row, metric of the recipe):
 ours (mean, std, n over seeds, at the final epoch and at the best one), the paper's value, the difference,
-gains over the baseline row with a verdict on whether the seeds separate the two rows, and the check of the
-gain the paper prints against its two numbers. Broken run folders are reported, never fatal."""
+gains over the baseline row with a verdict on whether the seeds separate the two rows (paired on the seeds
+the two rows share, Welch's test otherwise), the smallest gain each sub-table could detect, and the check
+of the gain the paper prints against its two numbers. Broken run folders are reported, never fatal."""
 
 import math
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from scipy.special import stdtr
+from scipy.special import stdtr, stdtrit
 
 from harness.core.result import Result
 from harness.engines.spec import Progress, spec_of
@@ -22,13 +23,15 @@ from harness.report import formatting
 from harness.results import file_problems, read_metrics_checked, run_status
 
 ALEXNET = "AlexNet (Hendrycks & Dietterich)"
-ALPHA = 0.05  # the level of the two-sided Welch test that decides whether a gain is clear of the noise
+ALPHA = 0.05  # the level of the two-sided tests that decide whether a gain is clear of the noise
+POWER = 0.8  # the chance of detecting a gain of the detectable size (`detectable_gain`)
 VERDICT_RULE = (
-    "A gain is clear when the seeds separate the row from its baseline row: Welch's two-sided t-test on "
-    f"the two rows' per-seed values (the final epoch's) gives p < {ALPHA:g}. It needs at least 2 seeds in "
-    "each row; with 3 seeds each and equal spread, a gain of more than about 2.3 times the seeds' standard "
-    f"deviation. Otherwise the gain is within noise (p >= {ALPHA:g}), or untested when a row has a single "
-    "seed. Only clear gains are coloured and counted in the scorecard."
+    "A gain is clear when the seeds separate the row from its baseline row. Where the two rows share at "
+    "least 2 seeds (a seed fixes the same initial weights, data order and augmentation draws in both), the "
+    "test is paired: a two-sided t-test on the per-seed differences (the final epoch's), shown with their "
+    "mean's 95 % interval. Otherwise it is Welch's two-sided t-test on the two rows' per-seed values. A "
+    f"gain is clear when p < {ALPHA:g}, within noise otherwise, and untested when a row has a single seed. "
+    "Only clear gains are coloured and counted in the scorecard."
 )
 
 
@@ -91,10 +94,15 @@ def results(records: list[RunRecord]) -> list[Result]:
     return [r.result for r in records if r.result is not None]
 
 
-def _stored(records: list[RunRecord], metric: str) -> tuple[list[float], str]:
-    """The metric as each finished run wrote it, and why some finished runs have no value."""
-    done = results(records)
-    values = [r.metrics[metric] for r in done if metric in r.metrics]
+def _finished(records: list[RunRecord]) -> list[tuple[int, Result]]:
+    """(seed, result) of the finished runs."""
+    return [(r.seed, r.result) for r in records if r.result is not None]
+
+
+def _stored(records: list[RunRecord], metric: str) -> tuple[dict[int, float], str]:
+    """The metric as each finished run wrote it, by seed, and why some finished runs have no value."""
+    done = _finished(records)
+    values = {seed: r.metrics[metric] for seed, r in done if metric in r.metrics}
     return values, "" if len(values) == len(done) else f"result.json has no {metric!r}"
 
 
@@ -112,20 +120,24 @@ def _mean_errors(tables: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {c: np.mean([table[c] for table in tables], axis=0).tolist() for c in CORRUPTIONS}
 
 
-def _local_mce(records: list[RunRecord], reference: list[RunRecord], label: str) -> tuple[list[float], str]:
+def _local_mce(
+    records: list[RunRecord], reference: list[RunRecord], label: str
+) -> tuple[dict[int, float], str]:
     """Each seed's mCE normalised by the reference row's ImageNet-C errors (mean over its seeds): there is
     no AlexNet at local scale, so the baseline row takes its place."""
-    done = [r.extra.imagenet_c_errors for r in results(records)]
+    done = [(seed, r.extra.imagenet_c_errors) for seed, r in _finished(records)]
     if not done:
-        return [], ""
+        return {}, ""
     tables = [errors for r in results(reference) if (errors := r.extra.imagenet_c_errors) is not None]
     if not tables:
-        return [], f"the reference row {label} has no ImageNet-C errors"
+        return {}, f"the reference row {label} has no ImageNet-C errors"
     try:
         base = _mean_errors(tables)
-        values = [mce({c: e[c] for c in CORRUPTIONS if c in e}, base) for e in done if e is not None]
+        values = {
+            seed: mce({c: e[c] for c in CORRUPTIONS if c in e}, base) for seed, e in done if e is not None
+        }
     except (TypeError, ValueError) as error:
-        return [], f"ImageNet-C errors unusable: {error}"
+        return {}, f"ImageNet-C errors unusable: {error}"
     return values, "" if len(values) == len(done) else "result.json has no imagenet_c_errors"
 
 
@@ -140,7 +152,7 @@ def _values(
     metric: str,
     by_row: dict[str, list[RunRecord]],
     labels: dict[str, str],
-) -> tuple[list[float], str]:
+) -> tuple[dict[int, float], str]:
     if metric == "mce" and recipe.scale != "paper":
         reference = _reference_row(row)
         return _local_mce(by_row.get(row.id, []), by_row.get(reference, []), labels[reference])
@@ -155,8 +167,11 @@ def _moments(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def _cell(records: list[RunRecord], values: list[float], missing: str, best: list[float]) -> dict[str, Any]:
+def _cell(
+    records: list[RunRecord], per_seed: dict[int, float], missing: str, best: list[float]
+) -> dict[str, Any]:
     """Ours over seeds; `state` names what the seeds without a value are (failed, running, unavailable)."""
+    values = list(per_seed.values())
     lacking = {r.state for r in records if r.state != "done"} | ({"unavailable"} if missing else set())
     failed = [r.detail for r in records if r.state == "failed"]
     full = bool(records) and len(values) == len(records)
@@ -164,6 +179,7 @@ def _cell(records: list[RunRecord], values: list[float], missing: str, best: lis
     best_mean, best_std = _moments(best)
     return {
         "n": len(values),
+        "per_seed": per_seed,
         "seeds": len(records),
         "mean": mean,
         "std": std,
@@ -195,6 +211,37 @@ def welch_p(mean: float, std: float, n: int, base_mean: float, base_std: float, 
         return 0.0 if difference else 1.0
     df = (v1 + v2) ** 2 / (v1**2 / (n - 1) + v2**2 / (base_n - 1))
     return float(2 * stdtr(df, -abs(difference) / math.sqrt(v1 + v2)))
+
+
+def paired(values: dict[int, float], base: dict[int, float]) -> dict[str, float]:
+    """The paired t-test of a row against its baseline on the seeds both have: the mean difference, the
+    differences' standard deviation (ddof=1), their count, the two-sided p and the mean's 95 % interval;
+    empty with fewer than 2 shared seeds. Differences without spread differ surely or not at all."""
+    seeds = sorted(set(values) & set(base))
+    if len(seeds) < 2:
+        return {}
+    d = np.asarray([values[s] - base[s] for s in seeds], dtype="float64")
+    n, mean, sd = len(d), float(d.mean()), float(d.std(ddof=1))
+    half = float(stdtrit(n - 1, 1 - ALPHA / 2)) * sd / math.sqrt(n)
+    p = (0.0 if mean else 1.0) if sd == 0 else float(2 * stdtr(n - 1, -abs(mean) / (sd / math.sqrt(n))))
+    return {"pairs": n, "diff_sd": sd, "p": p, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def detectable_gain(sd: float, n: int) -> float:
+    """The smallest true gain that a paired t-test on `n` seeds whose differences spread by `sd` detects
+    with probability POWER at level ALPHA (the usual approximation (t_{1-a/2} + t_{power}) sd / sqrt(n),
+    with n - 1 degrees of freedom); NaN with fewer than 2 seeds."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    return float(stdtrit(n - 1, 1 - ALPHA / 2) + stdtrit(n - 1, POWER)) * sd / math.sqrt(n)
+
+
+def sampling_error(percent: float, images: int) -> float:
+    """The standard error, in points, of an accuracy near `percent` measured on `images` images."""
+    if images < 1 or math.isnan(percent):
+        return math.nan
+    share = percent / 100
+    return 100 * math.sqrt(share * (1 - share) / images)
 
 
 def verdict(gain: float, p: float) -> str:
@@ -229,6 +276,11 @@ def _described(records: list[RunRecord]) -> dict[str, str]:
         "schedule": formatting.schedule(trained),
         "data": formatting.data(trained),
     }
+
+
+def _val_images(records: list[RunRecord]) -> int:
+    """The validation images a row's runs were measured on, where they say (the local synthetic set)."""
+    return next((int(r.trained["val_images"]) for r in records if r.trained.get("val_images")), 0)
 
 
 def _number(value: Any) -> float:
@@ -270,6 +322,7 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
                     "note": row.get("note") or "",
                     "paper": _number(row.paper.get(metric)),
                     "printed_gain": _number(printed.get(metric)),
+                    "val_images": _val_images(row_records) if recipe.scale != "paper" else 0,
                     **trained,
                     **_cell(
                         row_records,
@@ -293,7 +346,11 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
         for a, b in zip(frame["paper"], frame["paper_base"], strict=True)
     ]
     base = {c: _of_baseline(frame, c) for c in ("std", "n")}
-    frame["p"] = [
+    tests = [
+        paired(mine, theirs) if isinstance(theirs, dict) else {}
+        for mine, theirs in zip(frame["per_seed"], _of_baseline(frame, "per_seed", object), strict=True)
+    ]
+    welch = [
         welch_p(*values)
         for values in zip(
             frame["mean"],
@@ -305,6 +362,12 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
             strict=True,
         )
     ]
+    frame["test"] = [
+        "paired" if t else ("welch" if not math.isnan(w) else "") for t, w in zip(tests, welch, strict=True)
+    ]
+    frame["p"] = [t["p"] if t else w for t, w in zip(tests, welch, strict=True)]
+    for key in ("pairs", "diff_sd", "ci_low", "ci_high"):
+        frame[key] = [t.get(key, math.nan) for t in tests]
     frame["verdict"] = list(map(verdict, frame["gain"], frame["p"]))
     improved = map(_improved, frame["metric"], frame["mean"], baseline_mean)
     frame["improved"] = pd.Series(list(improved), index=frame.index, dtype="object")
@@ -322,11 +385,11 @@ def _digits(frame: pd.DataFrame) -> pd.Series:
     return digits
 
 
-def _of_baseline(frame: pd.DataFrame, column: str) -> pd.Series:
+def _of_baseline(frame: pd.DataFrame, column: str, dtype: Any = "float64") -> pd.Series:
     """Each line's baseline row's value of `column` for the same metric; NaN without a baseline."""
     values = dict(zip(zip(frame["id"], frame["metric"], strict=True), frame[column], strict=True))
     keys = zip(frame["baseline"], frame["metric"], strict=True)
-    return pd.Series([values.get(key, math.nan) for key in keys], index=frame.index, dtype="float64")
+    return pd.Series([values.get(key, math.nan) for key in keys], index=frame.index, dtype=dtype)
 
 
 def arithmetic(frame: pd.DataFrame) -> list[dict[str, Any]]:

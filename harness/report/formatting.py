@@ -103,13 +103,22 @@ def spread(mean: float, std: float, n: int, digits: int, show_n: bool = True) ->
 
 
 def verdict(cell: dict[str, Any]) -> str:
-    """`clear, p=0.019`, `clear, p<0.001`, `within noise, p=0.41` or `1 seed: untested`."""
+    """`clear, paired p=0.019`, `clear, Welch p<0.001`, `within noise, paired p=0.41` or `1 seed:
+    untested`."""
     text, p = VERDICTS[cell["verdict"]], cell["p"]
     if cell["verdict"] not in ("clear", "noise"):
         return text
+    test = {"paired": "paired ", "welch": "Welch "}.get(cell.get("test", ""), "")
     if p < 0.001:
-        return f"{text}, p<0.001"
-    return f"{text}, p={p:.3f}" if p < 0.1 else f"{text}, p={p:.2f}"  # 0.048 and 0.052 stay apart
+        return f"{text}, {test}p<0.001"
+    return f"{text}, {test}p={p:.3f}" if p < 0.1 else f"{text}, {test}p={p:.2f}"  # 0.048, 0.052 stay apart
+
+
+def gain_interval(cell: dict[str, Any]) -> str:
+    """` [+0.52, +2.81]`: the 95 % interval of a paired gain ("" for a gain not tested in pairs)."""
+    if cell.get("test") != "paired":
+        return ""
+    return f" [{signed(cell['ci_low'], cell['digits'])}, {signed(cell['ci_high'], cell['digits'])}]"
 
 
 def ours_parts(cell: dict[str, Any]) -> tuple[str, str]:
@@ -122,7 +131,7 @@ def ours_parts(cell: dict[str, Any]) -> tuple[str, str]:
         text += f"; {cell['seeds'] - cell['n']} seed(s) {cell['state']}"
     if math.isnan(cell["gain"]):
         return text, ""
-    return text, f"{signed(cell['gain'], cell['digits'])}; {verdict(cell)}"
+    return text, f"{signed(cell['gain'], cell['digits'])}{gain_interval(cell)}; {verdict(cell)}"
 
 
 def ours(cell: dict[str, Any]) -> str:

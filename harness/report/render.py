@@ -17,15 +17,18 @@ from harness.records import COUNT, NUMBER, TEXT, Kind, Spec, decode, read_text
 from harness.report import figures, formatting
 from harness.report.aggregate import (
     ALPHA,
+    POWER,
     VERDICT_RULE,
     RunRecord,
     Scorecard,
     arithmetic,
     cells,
+    detectable_gain,
     jaccard_void,
     mce_reference,
     read_run,
     results,
+    sampling_error,
     scorecard,
 )
 from harness.report.attention import attention_caption, attention_figures
@@ -148,6 +151,37 @@ def _about(part: pd.DataFrame, common: dict[str, str], scale: str) -> str:
     return " ".join(t for t in (trained, f"Ours: {counted}." if seeds else "") if t)
 
 
+def _detectable(part: pd.DataFrame, metrics: list[str]) -> str:
+    """Per metric with gains tested in pairs, the smallest gain the sub-table's seeds could detect (from
+    the spread of the per-seed differences, pooled over its pairs of rows) beside the paper's gains, and
+    for top-1 the sampling error of one run's value on its validation images: whether the table could
+    have shown the paper's effect at all."""
+    said = []
+    for metric in metrics:
+        pairs = part[(part["metric"] == metric) & (part["test"] == "paired")]
+        if pairs.empty:
+            continue
+        n, sd = int(pairs["pairs"].min()), float((pairs["diff_sd"] ** 2).mean() ** 0.5)
+        digits = int(pairs["digits"].iloc[0])
+        name = formatting.name(metric)
+        text = (
+            f"Detectable here: a {name} gain of {detectable_gain(sd, n):.{digits}f} points or more "
+            f"({n} paired seeds whose differences spread by {sd:.{digits}f}; two-sided level {ALPHA:g}, "
+            f"power {POWER:g})"
+        )
+        paper = pairs["paper_delta"].dropna()
+        if not paper.empty:
+            low, high = formatting.gain(paper.min()), formatting.gain(paper.max())
+            text += f"; the paper's gains here: {low}" + (f" to {high}" if high != low else "")
+        images = int(pairs["val_images"].max())
+        if metric == "top1" and images:
+            error = sampling_error(float(part.loc[part["metric"] == metric, "mean"].mean()), images)
+            text += f". One run's top-1 on its {images:,} validation images has a sampling error of "
+            text += f"{error:.1f} points"
+        said.append(text + ".")
+    return " ".join(said)
+
+
 def _flat(part: pd.DataFrame, metrics: list[str], best: dict[str, bool], with_diff: bool, varying: list[str]):
     """One line per row, for each metric: ours, ours at the best epoch, the paper's and (at paper scale)
     the difference."""
@@ -213,7 +247,7 @@ def _groups(frame: pd.DataFrame, all_metrics: list[str], scale: str) -> list[dic
         groups.append(
             {
                 "title": f"({name})" if name else "Results",
-                "about": _about(part, common, scale),
+                "about": " ".join(t for t in (_about(part, common, scale), _detectable(part, metrics)) if t),
                 "headers": [f"{top} {text}" if top else text for top, text in headers],
                 "header_rows": _header_rows(headers),
                 "lines": lines,
