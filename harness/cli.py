@@ -83,7 +83,7 @@ def run_table(
             loss,
             _dataset(run),
             f"{spec.length(c)} it." if spec.progress is Progress.iteration else str(c.epochs),
-            str(c.seed),
+            str(run.seed),  # the run's own: the row's config holds its first seed
         ]
         cells.append(_resources(run))
         if with_estimate:

@@ -101,10 +101,10 @@ def _missing_checkpoint(node: Node) -> Path | None:
 
 def _train_again(run: ResolvedRun) -> str:
     """The command that trains an upstream run again: its recipe at the scale, seed and run store it was
-    resolved with (the downstream's), forced. It retrains every row of that recipe."""
+    resolved with (the downstream's), forced, for the rows it fills only."""
     c = run.config
     overrides = f"scale={c.scale} 'seeds=[{c.seed}]' runs_root={c.runs_root}"
-    return f"python -m harness run {c.recipe_file} {overrides} --force"
+    return f"python -m harness run {c.recipe_file} {overrides} --rows {','.join(run.rows)} --force"
 
 
 def check(nodes: list[Node]) -> None:

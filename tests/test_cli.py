@@ -73,3 +73,10 @@ def test_report_all_takes_the_overrides_that_follow_it(tiny, tmp_path, monkeypat
     assert main(["report", str(tiny), "--all"]) == 2
     assert main(["report", "--all", "--rows", "base"]) == 2
     assert "--rows selects rows of one table: give its recipe, not --all" in capsys.readouterr().err
+
+
+def test_the_run_table_shows_each_runs_own_seed(tiny, capsys):
+    assert main(["run", str(tiny), *TINY_OVERRIDES, "seeds=[0,7]", "--dry-run"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if "sar_vit_tiny" in line]
+    seeds = sorted(line[line.index("synthetic") + 2] for line in lines)  # dataset, epochs, seed
+    assert seeds == ["0", "0", "7", "7"]
