@@ -117,6 +117,7 @@ def test_scorecard_arithmetic():
             "paper_delta": [math.nan, 2.5, 0.3, 0.8, -0.4, 0.0],
             "verdict": ["", "clear", "clear", "", "noise", "clear"],
             "audit": ["", "ok", "mismatch", "", "unchecked", ""],
+            "sar": [False, True, True, False, True, True],
         }
     )
     frame["diff"] = frame["mean"] - frame["paper"]
@@ -125,6 +126,9 @@ def test_scorecard_arithmetic():
     # a paper gain of 0 has no sign to agree with: the last line is not compared
     assert (card.gains_compared, card.gains_clear, card.gains_same_sign, card.gains_noise) == (3, 2, 1, 1)
     assert (card.arithmetic_checked, card.arithmetic_flagged) == (2, 1)
+    frame.loc[1, "sar"] = False  # another method's gain (Tab. 13's DRLoc) is not one of SAR's
+    card = scorecard(frame, tolerance=0.5)
+    assert (card.gains_compared, card.gains_clear, card.gains_same_sign) == (2, 1, 0)
 
 
 def test_broken_run_folders_are_reported_not_fatal(tmp_path):
@@ -394,6 +398,7 @@ def test_outline_of_the_kept_patches():
 
 
 def _recipe(rows: list[dict[str, Any]], metrics: list[str], scale: str = "paper") -> DictConfig:
+    """A composed recipe of `rows`: a row with a baseline is a SAR row (its last block) unless it says."""
     row_defaults = {"group": "", "column": "", "baseline": None, "loss": {"sar": False, "weight": 0.0}}
     return OmegaConf.create(
         {
@@ -403,7 +408,17 @@ def _recipe(rows: list[dict[str, Any]], metrics: list[str], scale: str = "paper"
             "scale": scale,
             "metrics": metrics,
             "lambda_sweep": None,
-            "rows": [{**row_defaults, "paper": {}, "paper_points": {}, **row} for row in rows],
+            "loss": {},
+            "rows": [
+                {
+                    **row_defaults,
+                    "last_block": "sar" if row.get("baseline") else "standard",
+                    "paper": {},
+                    "paper_points": {},
+                    **row,
+                }
+                for row in rows
+            ],
         }
     )
 
@@ -710,3 +725,13 @@ def test_rows_without_shared_seeds_keep_welchs_test(tmp_path):
     assert cell["test"] == "welch" and math.isnan(cell["ci_low"])
     assert cell["p"] == pytest.approx(welch_p(22.5, 0.5, 3, 19.5, 0.5, 3)) and cell["verdict"] == "clear"
     assert "Welch p=0.002" in formatting.verdict(cell.to_dict())
+
+
+def test_a_rows_lambda_and_whether_it_is_sar_come_from_the_loss_it_trains_with():
+    recipe, _ = load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local"])
+    rows = cells(recipe, []).drop_duplicates("id").set_index("id")
+    assert rows.loc["1a/0.01", "weight"] == 0.01  # `loss: {sar: true}` under the recipe's `loss: {weight}`
+    assert rows.loc["1a/0.05", "weight"] == 0.05 and rows.loc["1b/A", "weight"] == 0.0
+    recipe, _ = load_recipe(RECIPES_DIR / "table13.yaml", ["scale=local"])
+    rows = cells(recipe, []).drop_duplicates("id").set_index("id")
+    assert not rows.loc["vit-s-drloc", "sar"] and rows.loc["vit-s-sar", "sar"]  # DRLoc's gain is not SAR's

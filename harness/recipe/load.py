@@ -123,7 +123,7 @@ def resolve_row(
             **OmegaConf.to_container(row.model_kwargs),
         },
         "last_block": row.last_block,
-        "loss": {**LOSS_DEFAULTS, **_set(recipe.loss), **_set(row.loss)},
+        "loss": row_loss(recipe, row),
         "data": data,
         "protocol": picked,
         "epochs": epochs,
@@ -138,6 +138,11 @@ def resolve_row(
         "recipe_file": str(path),
         "recipe_sha256": sha256,
     }
+
+
+def row_loss(recipe: DictConfig, row: DictConfig) -> dict[str, Any]:
+    """The loss a row trains with, before overrides: its own fields over the recipe's over the defaults."""
+    return {**LOSS_DEFAULTS, **_set(recipe.loss), **_set(row.loss)}
 
 
 def _set(partial: DictConfig) -> dict[str, Any]:

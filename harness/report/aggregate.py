@@ -19,6 +19,7 @@ from harness.core.result import Result
 from harness.engines.spec import Progress, spec_of
 from harness.eval import CORRUPTIONS, METRICS, mce
 from harness.recipe import ResolvedRun
+from harness.recipe.load import row_loss
 from harness.report import formatting
 from harness.results import file_problems, read_metrics_checked, run_status
 
@@ -289,14 +290,14 @@ def _number(value: Any) -> float:
 
 def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
     """One line per (recipe row, metric of `recipe.metrics`): rows in the recipe's order, then metrics.
-    Columns: id, group, column, label, baseline, weight, metric, direction, note (the recipe row's, for the
-    reader), paper, printed_gain, arch,
-    schedule, data (what was trained, in words; blank at paper scale), n, seeds, mean, std, best_n,
-    best_mean, best_std, state, failure, missing, running_epochs, diff, gain, paper_base, paper_gain (the
-    difference of the paper's two numbers), paper_delta (that, else the printed gain), paper_prints_gains
-    (the recipe lists the printed gains: the paper column shows those only), digits (the
-    paper's decimals in the row's sub-table and metric), gain_digits, p (Welch), verdict, improved,
-    audit."""
+    Columns: id, group, column, label, baseline, weight, sar (a row of SAR), metric, direction, note (the
+    recipe row's, for the reader), paper, printed_gain, val_images, arch, schedule, data (what was
+    trained, in words; blank at paper scale), n, per_seed, seeds, mean, std, best_n, best_mean, best_std,
+    state, failure, missing, running_epochs, diff, gain, paper_base, paper_gain (the difference of the
+    paper's two numbers), paper_delta (that, else the printed gain), paper_prints_gains (the recipe lists
+    the printed gains: the paper column shows those only), digits (the paper's decimals in the row's
+    sub-table and metric), gain_digits, test (paired | welch), p, pairs, diff_sd, ci_low, ci_high (the
+    paired test's), verdict, improved, audit."""
     by_row: dict[str, list[RunRecord]] = {}
     for record in records:
         for row_id in record.rows:
@@ -308,6 +309,7 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
         row_records = by_row.get(row.id, [])
         trained = _described(row_records) if recipe.scale != "paper" else blank
         printed = row.get("paper_gain") or {}
+        loss = row_loss(recipe, row)
         for metric in recipe.metrics:
             lines.append(
                 {
@@ -316,7 +318,10 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
                     "column": row.column,
                     "label": row.label,
                     "baseline": row.baseline,
-                    "weight": row.loss.weight if row.loss.sar else 0.0,
+                    "weight": loss["weight"] if loss["sar"] else 0.0,
+                    # a row of SAR (L_se, or its last block: Tab. 1b's components, a model trained
+                    # with it and then fine-tuned, evaluated or segmented), not another method (DRLoc)
+                    "sar": bool(loss["sar"]) or row.last_block != "standard",
                     "metric": metric,
                     "direction": METRICS[metric].direction,
                     "note": row.get("note") or "",
@@ -440,7 +445,7 @@ def scorecard(frame: pd.DataFrame, tolerance: float) -> Scorecard:
     counted only where the seeds separate the rows: the sign, not the direction, so a lower mCE counts when
     the paper's is lower too."""
     compared = frame.dropna(subset=["mean", "paper"])
-    gains = frame.dropna(subset=["gain", "paper_delta"])
+    gains = frame[frame["sar"]].dropna(subset=["gain", "paper_delta"])  # SAR's gains: not DRLoc's
     gains = gains[gains["paper_delta"] != 0]  # no sign to agree with
     clear = gains[gains["verdict"] == "clear"]
     same_sign = np.sign(clear["gain"]) == np.sign(clear["paper_delta"])
