@@ -735,3 +735,18 @@ def test_a_rows_lambda_and_whether_it_is_sar_come_from_the_loss_it_trains_with()
     recipe, _ = load_recipe(RECIPES_DIR / "table13.yaml", ["scale=local"])
     rows = cells(recipe, []).drop_duplicates("id").set_index("id")
     assert not rows.loc["vit-s-drloc", "sar"] and rows.loc["vit-s-sar", "sar"]  # DRLoc's gain is not SAR's
+
+
+def test_a_seed_whose_local_job_died_reads_failed_as_status_says(tmp_path):
+    import socket
+    import subprocess
+
+    recipe = write_tiny(tmp_path, tmp_path / "runs")
+    _, sar = sorted(_store(recipe, seeds=1), key=lambda r: r.rows)
+    (sar.folder / "result.json").unlink()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has any more: the local job that trained the run was killed
+    submitted = {"launcher": "local", "job_id": str(dead.pid), "host": socket.gethostname()}
+    (sar.folder / "submitted.json").write_text(json.dumps({**submitted, "submitted_at": 0.0}))
+    text = _render(recipe, tmp_path / "reports", seeds=1)
+    assert "| ViT-T + SAR | failed: the local job ended without a result (killed?) |" in text

@@ -18,6 +18,7 @@ from scipy.special import stdtr, stdtrit
 from harness.core.result import Result
 from harness.engines.spec import Progress, spec_of
 from harness.eval import CORRUPTIONS, METRICS, mce
+from harness.lifecycle import RunState
 from harness.recipe import ResolvedRun
 from harness.recipe.load import row_loss
 from harness.report import formatting
@@ -70,18 +71,23 @@ def trained_of(run: ResolvedRun) -> dict[str, Any]:
     }
 
 
-def read_run(run: ResolvedRun, trained: dict[str, Any] | None = None) -> RunRecord:
-    """What the report needs of a run folder; its broken files become problems, never errors."""
+def read_run(
+    run: ResolvedRun, trained: dict[str, Any] | None = None, state: RunState | None = None
+) -> RunRecord:
+    """What the report needs of a run folder; its broken files become problems, never errors. `state`:
+    the run's state as `status` says it (harness.lifecycle: a local job that died without a result is
+    failed, not running), else what the folder's files say."""
     folder = run.folder
     status = run_status(folder)
+    said = state or status
     metrics, broken_lines = read_metrics_checked(folder)
     trained = trained_of(run) if trained is None else trained
     return RunRecord(
         run.uid,
         run.rows,
         run.seed,
-        status.state,
-        status.detail,
+        said.state,
+        said.detail,
         folder,
         status.result,
         metrics,

@@ -82,7 +82,7 @@ def number(value: float) -> str:
 def _without_value(cell: dict[str, Any]) -> str:
     """What a cell with no value from any seed says instead."""
     state = cell["state"]
-    if state in ("not run", "pending"):
+    if state in ("not run", "not submitted"):
         return "not run"
     if "failed" in state:
         return f"failed: {cell['failure']}"

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from omegaconf import DictConfig
 
 from harness.config import PROJECT_DIR, RecipeError
+from harness.lifecycle import run_states
 from harness.recipe import load_recipe
 from harness.records import COUNT, NUMBER, TEXT, Kind, Spec, decode, read_text
 from harness.report import figures, formatting
@@ -482,9 +483,10 @@ def render_table(
     stem = report_stem(recipe, rows)
     described: dict[tuple[int, int], dict[str, Any]] = {}  # runs of a row share their config
     records = []
-    for run in runs:
+    states = run_states([run.folder for run in runs])  # as `status` says (the scheduler asked once)
+    for run, state in zip(runs, states, strict=True):
         key = (id(run.row_config), id(run.upstream.row_config) if run.upstream else 0)
-        records.append(read_run(run, described.get(key)))
+        records.append(read_run(run, described.get(key), state))
         described.setdefault(key, records[-1].trained)
     attention = attention_figures(recipe, runs, out, stem)
     pointer = _local_pointer(recipe, runs, recipe_path, overrides, rows)
