@@ -202,12 +202,17 @@ def test_attention_maps_of_the_baseline_and_sar_rows(tmp_path, monkeypatch):
         assert f"figures/{name}" in text and (tmp_path / "reports" / "figures" / name).is_file()
     # 3 images x 2 rows x (the image + 3 heads), and a colour bar; the maps lie over the images
     maps = drawn["tiny_attention.png"]
-    assert len(maps.axes) == 3 * 2 * 4 + 1 and "attention of a patch" in maps.axes[-1].get_ylabel()
+    assert len(maps.axes) == 3 * 2 * 4 + 1 and "panel's lowest (0)" in maps.axes[-1].get_ylabel()
+    # each head's panel on its own scale: its lowest and highest patches span the whole colour map
+    overlays = [ax.images[1].get_array()[..., 3] for ax in maps.axes[:-1] if len(ax.images) == 2]
+    assert len(overlays) == 3 * 2 * 3
+    assert all((float(o.min()), float(o.max())) == pytest.approx((0.1, 0.85)) for o in overlays)
+    assert "ViT-T (above) and ViT-T + SAR (below), the runs of seed 0, paper scale" in text
     assert all(len(ax.images) == 2 for ax in maps.axes[:-1] if ax.get_title() != "image" and ax.images[1:])
     kept = drawn["tiny_attention_thresholded.png"]
     assert sum(len(ax.collections) for ax in kept.axes) == 3 * 2 * 3  # one outline per head panel
     assert "60% of the head's attention" in kept.legends[0].get_texts()[0].get_text()
-    assert "Baseline" not in text and "ViT-T vs ViT-T + SAR" in kept.get_suptitle()
+    assert "Baseline" not in text and "ViT-T vs ViT-T + SAR, seed 0" in kept.get_suptitle()
     next(r for r in runs if "sar" in r.rows).folder.joinpath("checkpoint.pt").write_bytes(b"not a checkpoint")
     text = _render(recipe, tmp_path / "reports", seeds=1)
     assert "attention maps: a checkpoint could not be used: attention figure: checkpoint" in text

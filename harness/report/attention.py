@@ -1,8 +1,9 @@
 """Attention maps in the style of Fig. 1 and Fig. 4: for a few validation images, every head's last-block
-[CLS] attention over the patches, overlaid on the image, for a baseline row and its "+ SAR" row one above
-the other, on one colour scale with its colour bar; and the same maps thresholded to keep 60% of the
-attention mass (as DINO does), the kept patches tinted and outlined on the image. The attention over the
-patches is the softmax of S (Eq. 4), the pre-softmax logits the loss works on."""
+[CLS] attention over the patches, overlaid on the image, for a baseline row and a row compared with it one
+above the other, each panel on its own colour scale (a head's pattern legible whatever its range, as in the
+paper's figures); and the same maps thresholded to keep 60% of the attention mass (as DINO does), the kept
+patches tinted and outlined on the image, which compares the rows. The attention over the patches is the
+softmax of S (Eq. 4), the pre-softmax logits the loss works on. Captions name the rows and the seed."""
 
 from pathlib import Path
 
@@ -72,13 +73,14 @@ def pair(recipe: DictConfig, runs: list[ResolvedRun]) -> tuple[ResolvedRun, Reso
 
 
 def attention_figures(recipe: DictConfig, runs: list[ResolvedRun], out: Path, stem: str, n_images: int = 3):
-    """Write the two figures; returns (their file names, problems met on the way)."""
+    """Write the two figures; returns ({file, caption} of each, problems met on the way)."""
     chosen = pair(recipe, runs)
     if chosen is None:
         return [], []
     labels = {row.id: row.label for row in recipe.rows}
     *both, row = chosen
     names = [labels[row.baseline], row.label]  # the pair's own rows, whichever other rows share the runs
+    seed = both[1].seed
     maps = []
     try:
         images = _images(both[0].config, n_images)
@@ -91,13 +93,14 @@ def attention_figures(recipe: DictConfig, runs: list[ResolvedRun], out: Path, st
     except RuntimeError as error:  # CheckpointUnreadable, and load_state_dict's mismatched keys
         return [], [f"attention maps: a checkpoint could not be used: {one_line(str(error))}"]
     pictures = np.clip(images.permute(0, 2, 3, 1).numpy() * STD + MEAN, 0, 1)
-    files = []
+    shown = []
     for kind in KINDS:
         draw = _draw_thresholded if kind == "attention_thresholded" else _draw_attention
-        fig = draw(pictures, maps, names)
+        fig = draw(pictures, maps, names, seed)
         save(fig, out / "figures" / f"{stem}_{kind}.png")
-        files.append(f"{stem}_{kind}.png")
-    return files, []
+        caption = _caption(kind, names, seed, recipe.scale)
+        shown.append({"file": f"{stem}_{kind}.png", "caption": caption})
+    return shown, []
 
 
 KINDS = ("attention", "attention_thresholded")
@@ -105,16 +108,17 @@ OUTLINE = "#ffd400"  # the kept patches' outline; the dropped ones are dimmed
 DIM = (0.0, 0.0, 0.0, 0.6)
 
 
-def attention_caption(file: str, scale: str) -> str:
-    """The caption of an attention figure, from its file name."""
-    if file.endswith("_attention_thresholded.png"):
+def _caption(kind: str, names: list[str], seed: int, scale: str) -> str:
+    """What an attention figure draws: which rows, which seed's runs, how."""
+    rows = f"{names[0]} (above) and {names[1]} (below), the runs of seed {seed}, {scale} scale"
+    if kind == "attention_thresholded":
         return (
-            "The same maps thresholded as for the Jaccard (DINO's rule): outlined and tinted, the smallest "
-            f"set of patches holding 60% of each head's attention ({scale} scale)"
+            "The same maps thresholded as for the Jaccard (DINO's rule): outlined, the smallest set of "
+            f"patches holding 60% of each head's attention; {rows}"
         )
     return (
-        "Every head's last-block [CLS] attention over the patches, overlaid on validation images, for the "
-        f"baseline row and its SAR row; one colour scale for all panels ({scale} scale)"
+        "Every head's last-block [CLS] attention over the patches, overlaid on validation images, each "
+        f"panel on its own colour scale (its lowest patch to its highest: the pattern, not the level); {rows}"
     )
 
 
@@ -150,32 +154,29 @@ def _extent(picture: np.ndarray) -> tuple[float, float, float, float]:
     return (-0.5, width - 0.5, height - 0.5, -0.5)
 
 
-def _draw_attention(pictures: np.ndarray, maps: list[np.ndarray], names: list[str]):
-    """Each head's map over the image, on one linear colour scale for every panel, from the lowest to the
-    highest attention shown (so the baseline's maps and SAR's compare), its opacity growing with the
-    attention so that the image shows through where the head looks little; with the colour bar, where a
-    white line marks the uniform attention."""
+def _draw_attention(pictures: np.ndarray, maps: list[np.ndarray], names: list[str], seed: int):
+    """Each head's map over the image, scaled from the panel's lowest patch to its highest (one scale for
+    every panel left most heads near-invisible: a few heads' peaks set it), its opacity growing with the
+    attention so that the image shows through where the head looks little; with the colour bar of that
+    relative scale."""
     heads, cells = maps[0].shape[1], maps[0].shape[2] * maps[0].shape[3]
-    title = f"Last-block [CLS] attention of each head over the image: {names[0]} vs {names[1]}"
+    title = f"Last-block [CLS] attention of each head over the image: {names[0]} vs {names[1]}, seed {seed}"
     fig, axes = _grid(pictures, heads, names, title)
-    low, high = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
-    norm, cmap = Normalize(low, max(high, low + 1e-12)), plt.get_cmap("inferno")
+    cmap = plt.get_cmap("inferno")
     for i, picture in enumerate(pictures):
         for j, attention in enumerate(maps):
             row = axes[len(maps) * i + j]
             for h in range(heads):
-                level = norm(attention[i, h])
+                panel = attention[i, h]
+                level = (panel - panel.min()) / max(float(panel.max() - panel.min()), 1e-12)
                 overlay = cmap(level)
-                overlay[..., 3] = 0.1 + 0.75 * np.clip(level, 0, 1)
+                overlay[..., 3] = 0.1 + 0.75 * level
                 row[h + 1].imshow(picture)
                 row[h + 1].imshow(overlay, interpolation="nearest", extent=_extent(picture))
-    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=axes[:, -1], shrink=0.6, aspect=30)
-    uniform = 1 / cells
-    said = f"white line: uniform, {uniform:.3f}" if low <= uniform <= high else f"uniform: {uniform:.3f}"
-    bar.set_label(f"attention of a patch (softmax over {cells}; {said})", fontsize=8)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes[:, -1], shrink=0.6, aspect=30)
+    label = f"attention of a patch, from the panel's lowest (0) to its highest (1) of {cells}"
+    bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    if low <= uniform <= high:
-        bar.ax.axhline(uniform, color="white", linewidth=1.5)
     return fig
 
 
@@ -199,11 +200,11 @@ def _outline(mask: np.ndarray, picture: np.ndarray) -> list[list[tuple[float, fl
     return segments
 
 
-def _draw_thresholded(pictures: np.ndarray, maps: list[np.ndarray], names: list[str]):
+def _draw_thresholded(pictures: np.ndarray, maps: list[np.ndarray], names: list[str], seed: int):
     """Each head's kept patches (60% of its attention, `keep_mass`) outlined over the image, the dropped
     ones dimmed."""
     heads = maps[0].shape[1]
-    title = f"Last-block [CLS] attention thresholded to 60% of its mass: {names[0]} vs {names[1]}"
+    title = f"Last-block [CLS] attention, 60% of its mass kept: {names[0]} vs {names[1]}, seed {seed}"
     fig, axes = _grid(pictures, heads, names, title)
     for i, picture in enumerate(pictures):
         for j, attention in enumerate(maps):

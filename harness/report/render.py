@@ -32,7 +32,7 @@ from harness.report.aggregate import (
     sampling_error,
     scorecard,
 )
-from harness.report.attention import attention_caption, attention_figures
+from harness.report.attention import attention_figures
 from harness.results import atomic_write_text
 from harness.rows import select_rows
 
@@ -386,7 +386,7 @@ def _figures(
     records: list[RunRecord],
     frame: pd.DataFrame,
     out: Path,
-    attention_files: list[str],
+    attention_files: list[dict[str, str]],
     stem: str,
 ) -> list[dict[str, str]]:
     """Draw the curves and the lambda sweep; the files and captions of those drawn and the attention maps."""
@@ -412,9 +412,7 @@ def _figures(
             "its own axis: the two are not comparable"
         )
         shown.append({"file": f"{stem}_lambda.png", "caption": caption})
-    for file in attention_files:
-        shown.append({"file": file, "caption": attention_caption(file, scale)})
-    return shown
+    return shown + attention_files
 
 
 def report_stem(recipe: DictConfig, rows: list[str] | None = None) -> str:
@@ -499,12 +497,12 @@ def write_report(
     out: Path,
     tolerance: float,
     recipe_file: str,
-    attention: tuple[list[str], list[str]] = ([], []),
+    attention: tuple[list[dict[str, str]], list[str]] = ([], []),
     pointer: dict[str, str] | None = None,
     stem: str | None = None,
 ) -> dict[str, Any]:
-    """Write the reports of a recipe's runs, already read (`attention`: the files of the attention figures
-    already drawn, and the problems met drawing them; `pointer`: where the runs of another scale are
+    """Write the reports of a recipe's runs, already read (`attention`: the attention figures already drawn,
+    {file, caption}, and the problems met drawing them; `pointer`: where the runs of another scale are
     reported; `stem`: the file name, `report_stem`'s by default); returns the summary the index is built
     from. Apart from `render_table` so that records built elsewhere (tests, other stores) can be reported."""
     frame = cells(recipe, records)
