@@ -319,8 +319,8 @@ def test_local_headers_and_labels_say_the_epochs_and_the_model_as_trained(tmp_pa
             records.append(record)
     text = _markdown(_recipe(TAB1C, ["top1"], "local"), records, tmp_path)
     assert (
-        "| Model | 100 ep. Top-1 ↑ ours (local: 8 epochs; final epoch) | 100 ep. Top-1 ↑ ours (best epoch) |"
-        in text
+        "| Model (as trained: 4 blocks, 144 wide, 6 heads, 64 px) | 100 ep. Top-1 ↑ ours (local: 8 epochs; "
+        "final epoch) | 100 ep. Top-1 ↑ ours (best epoch) |" in text
     )
     assert "| 300 ep. Top-1 ↑ ours (local: 24 epochs; final epoch) |" in text
     assert (
@@ -330,7 +330,8 @@ def test_local_headers_and_labels_say_the_epochs_and_the_model_as_trained(tmp_pa
     sar = "| ViT-S/16 + SAR | 23.25 ± 0.25 (+2.00 [+2.00, +2.00]; clear, paired p<0.001) | 24.00 ± 0.00 |"
     assert sar + " 76.72 (+2.5) |" in text
     html = (tmp_path / "t-local.html").read_text()
-    assert '<th colspan="3">100 ep.</th>' in html and '<th rowspan="2">Model</th>' in html
+    assert '<th colspan="3">100 ep.</th>' in html
+    assert '<th rowspan="2">Model (as trained: 4 blocks, 144 wide, 6 heads, 64 px)</th>' in html
     # rows that differ in the model as built say so in their label
     flat = [{"id": "a", "label": "ViT-T/16"}, {"id": "b", "label": "ViT-S/16"}]
     records = [_record("a", metrics={"top1": 1.0}), _record("b", metrics={"top1": 2.0})]

@@ -183,10 +183,23 @@ def _detectable(part: pd.DataFrame, metrics: list[str]) -> str:
     return " ".join(said)
 
 
-def _flat(part: pd.DataFrame, metrics: list[str], best: dict[str, bool], with_diff: bool, varying: list[str]):
+def _first_header(name: str, arch: str, scale: str) -> str:
+    """`Row`, or away from paper scale `Row (as trained: 4 blocks, 144 wide, 6 heads, 64 px)` where the
+    sub-table's rows share their model as built: the paper's names in the rows are not what was trained."""
+    return f"{name} (as trained: {arch})" if scale != "paper" and arch else name
+
+
+def _flat(
+    part: pd.DataFrame,
+    metrics: list[str],
+    best: dict[str, bool],
+    with_diff: bool,
+    varying: list[str],
+    first: str,
+):
     """One line per row, for each metric: ours, ours at the best epoch, the paper's and (at paper scale)
     the difference."""
-    headers = [("", "Row")] + [h for m in metrics for h in _headers(m, best[m], with_diff)]
+    headers = [("", first)] + [h for m in metrics for h in _headers(m, best[m], with_diff)]
     lines = []
     for _, row_cells in part.groupby("id", sort=False):
         first = row_cells.iloc[0]
@@ -198,12 +211,14 @@ def _flat(part: pd.DataFrame, metrics: list[str], best: dict[str, bool], with_di
     return headers, lines
 
 
-def _pivoted(part: pd.DataFrame, columns: list[str], metrics: list[str], best: dict[str, bool], varying):
+def _pivoted(
+    part: pd.DataFrame, columns: list[str], metrics: list[str], best: dict[str, bool], varying, first: str
+):
     """One line per label, for each of the paper's columns (epochs, datasets) and each metric: ours and
     the paper's. What was trained goes to a column's header where it is the same down the column (the
     epochs of Tab. 1c), else to the row's label."""
     by_column = {k: all(_single(part[part["column"] == c][k]) for c in columns) for k in varying}
-    headers = [("", "Model")]
+    headers = [("", first)]
     for column in columns:
         trained = ", ".join(_single(part[part["column"] == column][k]) for k in varying if by_column[k])
         for metric in metrics:
@@ -242,9 +257,11 @@ def _groups(frame: pd.DataFrame, all_metrics: list[str], scale: str) -> list[dic
         common = {k: _single(part[k]) for k in PARTS}
         varying = [k for k in PARTS if not common[k] and part[k].ne("").any()]
         if columns:
-            headers, lines = _pivoted(part, columns, metrics, best, varying)
+            first = _first_header("Model", common["arch"], scale)
+            headers, lines = _pivoted(part, columns, metrics, best, varying, first)
         else:
-            headers, lines = _flat(part, metrics, best, scale == "paper", varying)
+            first = _first_header("Row", common["arch"], scale)
+            headers, lines = _flat(part, metrics, best, scale == "paper", varying, first)
         groups.append(
             {
                 "title": f"({name})" if name else "Results",
