@@ -3,6 +3,7 @@ torchrun's variables, or not at all."""
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -36,8 +37,15 @@ def _submitit_world() -> World | None:
     return World(env.global_rank, env.local_rank, env.num_tasks, str(env.job_id))
 
 
-def setup() -> World:
-    """Join the process group when there are several tasks (gloo on CPU, NCCL on GPU)."""
+def setup(timeout_s: float) -> World:
+    """Join the process group when there are several tasks (gloo on CPU, NCCL on GPU).
+
+    `timeout_s` (train.collective_timeout_s) bounds every collective: a rank whose peer is gone or silent
+    fails instead of waiting forever. A peer killed on this host closes its connections, and gloo fails
+    the collective at once; the timeout covers what closes nothing (a stopped or hung peer, a lost node).
+    It is the bound rather than a heartbeat watchdog because only it can end a wait inside the backend;
+    `harness.core.peers` then names the rank that vanished. Under NCCL, torch's watchdog ends the
+    process at the timeout (TORCH_NCCL_ASYNC_ERROR_HANDLING), before any failure file is written."""
     world = _submitit_world()
     if world is None:
         size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -49,7 +57,10 @@ def setup() -> World:
         if torch.cuda.is_available():
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group(
-            "nccl" if torch.cuda.is_available() else "gloo", rank=world.rank, world_size=world.size
+            "nccl" if torch.cuda.is_available() else "gloo",
+            rank=world.rank,
+            world_size=world.size,
+            timeout=timedelta(seconds=timeout_s),
         )
     return world
 
@@ -60,6 +71,16 @@ def all_sum(values: list[float], world: World) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=world.device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_gather(values: list[float], world: World) -> list[float]:
+    """Every rank's `values`, concatenated in rank order: for a sum that must not depend on how the values
+    were split among the ranks (`math.fsum` of them is exact in any order)."""
+    if world.size == 1:
+        return values
+    parts: list[list[float] | None] = [None] * world.size
+    dist.all_gather_object(parts, values)
+    return [value for part in parts for value in part or []]
 
 
 def teardown() -> None:

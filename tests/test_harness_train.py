@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import RECIPES_DIR
-from harness.core.data import SeededRepeatAugSampler
+from harness.core.data import GlobalOrder
+from harness.distributed import World
 from harness.recipe import load_recipe
 from harness.results import read_metrics, read_result, run_dir, run_status
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
@@ -124,10 +125,9 @@ def test_metrics_do_not_depend_on_num_workers(tmp_path):
 
 
 def test_repeated_augmentation_order_follows_the_run_seed():
-    dataset = list(range(48))
     orders = {}
     for seed in (0, 1):
-        sampler = SeededRepeatAugSampler(dataset, 1, 0, selected_round=0, seed=seed)
+        sampler = GlobalOrder(48, seed, seed, World(), None, repeats=3, selected=48)
         sampler.set_epoch(0)
         orders[seed] = list(sampler)
     sampler.set_epoch(0)

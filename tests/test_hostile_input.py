@@ -61,6 +61,7 @@ def test_the_local_block_is_validated_before_launch(tiny, tmp_path, overrides, e
         (["launcher.folder="], ["key 'launcher.folder'", "got ''"]),
         (["data.num_workers=-2"], ["key 'data.num_workers'", "at least 0"]),
         (["train.max_skipped_fraction=2"], ["key 'train.max_skipped_fraction'", "[0, 1]"]),
+        (["train.collective_timeout_s=0"], ["key 'train.collective_timeout_s'", "above 0"]),
     ],
 )
 def test_absurd_values_are_refused(tiny, tmp_path, overrides, expected, capsys, monkeypatch):

@@ -5,6 +5,7 @@ it); without one these tests skip, or fail if REQUIRE_SLURM=1."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -349,3 +350,52 @@ def test_the_downstream_job_of_a_failed_upstream_job_is_cancelled(tmp_path):
     state, reason = _sacct(job, "State,Reason")
     assert state.startswith("CANCELLED") and reason.startswith("Dependency"), (state, reason)
     assert not (run.folder / "config.yaml").exists()  # it never started
+
+
+def _task_pid(job: str, rank: int) -> int:
+    """The pid of the Slurm task of `rank` in `job` (its environment says which; `scancel` has no way to
+    signal one task of a step)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ours = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_PROCID={rank}".encode()} <= set(environ)
+        python = Path(command.split(b"\0")[0].decode()).name.startswith("python")  # not srun: rank 0's too
+        if ours and python and b"submitit.core._submit" in command:
+            return int(entry.name)
+    raise AssertionError(f"no task of rank {rank} in Slurm job {job}")
+
+
+def test_a_killed_rank_ends_the_slurm_job_is_named_and_the_rerun_resumes(tmp_path):
+    from harness.lifecycle import run_states
+    from harness.recipe import load_recipe
+    from harness.results import read_metrics
+    from tests.test_harness_train import _run_to_end, _same_training
+
+    recipe = write_tiny(tmp_path, tmp_path / "slurm-runs")
+    overrides = [
+        *TINY_OVERRIDES,
+        "epochs=4",
+        "data.synthetic.train_per_class=64",
+        "resources.tasks_per_node=2",
+        "train.collective_timeout_s=30",
+    ]
+    slurm = ["--rows", "base", *overrides, *SLURM_OVERRIDES, "resources.mem_gb=4"]
+    (run, _) = load_recipe(recipe, overrides)[1]
+    assert _harness("run", str(recipe), *slurm).returncode == 0
+    _wait_until(lambda: len(read_metrics(run.folder)) >= 1, 150, "1 epoch in")
+    job = run_states([run.folder])[0].job.split()[1]
+    os.kill(_task_pid(job, 0), signal.SIGKILL)  # the trainer lock's holder, and the rendezvous's host
+    _wait_until(lambda: not run_states([run.folder])[0].live, 60, "ended after rank 0 was killed")
+    state = run_states([run.folder])[0]
+    assert state.state == "failed" and "vanished: the process of rank 0" in state.detail, state
+    assert _harness("run", str(recipe), *slurm).returncode == 0  # as a requeue would
+    _wait_until(lambda: (run.folder / "result.json").exists(), 150, "done after the rerun")
+    reference = tmp_path / "local-runs"
+    local = [*overrides, "launcher=local", f"runs_root={reference}", f"launcher.folder={tmp_path / 'local'}"]
+    _run_to_end("run", str(recipe), "--rows", "base", *local)
+    (straight, _) = load_recipe(recipe, local)[1]
+    assert straight.uid == run.uid
+    _same_training(read_metrics(run.folder), read_metrics(straight.folder))

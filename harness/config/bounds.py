@@ -92,6 +92,8 @@ def run_values(run: dict[str, Any]) -> list[Problem]:
         problems.append(("data.num_workers", got(data["num_workers"], "at least 0")))
     if train["max_nonfinite_steps"] < 1:
         problems.append(("train.max_nonfinite_steps", got(train["max_nonfinite_steps"], "at least 1")))
+    if train["collective_timeout_s"] <= 0:
+        problems.append(("train.collective_timeout_s", got(train["collective_timeout_s"], "above 0")))
     if not 0 <= train["max_skipped_fraction"] <= 1:
         problems.append(
             ("train.max_skipped_fraction", got(train["max_skipped_fraction"], "a fraction in [0, 1]"))

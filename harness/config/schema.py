@@ -176,6 +176,8 @@ class Train:
     log_every: int = incidental(50)  # steps between host syncs: the finiteness check, loss logging
     tensorboard: bool = incidental(True)  # event files in the run folder: losses, L_se, lr, val metrics
     heartbeat_every_s: float = incidental(2.0)  # how often a worker says where it is (progress, `status`)
+    # how long a rank waits in a collective for its peers before the run fails (harness.distributed)
+    collective_timeout_s: float = incidental(600.0)
     progress: bool = incidental(True)
     allow_code_change: bool = incidental(False)  # resume on another commit than the run started on
 

@@ -1,8 +1,9 @@
-"""Loaders whose numbers do not depend on the worker count and resume bit-for-bit: the shuffle is seeded
-by (run seed, epoch), each sample's augmentation by (run seed, epoch, rank, position) (`SeededSampler`),
-and the loaders draw their workers' base seeds from their own generators, not the global torch RNG (which
-the model's drop-path uses, and which a persistent-worker loader would otherwise draw from once per
-process, a single-process one once per epoch). Also the transforms, Mixup and the criterion of a protocol."""
+"""Loaders whose numbers do not depend on the worker count or the process count and resume bit-for-bit:
+the shuffle is seeded by (run seed, epoch), each sample's augmentation by (run seed, epoch, dataset index,
+copy) (`GlobalOrder`), and the loaders draw their workers' base seeds from their own generators, not the
+global torch RNG (which the model's drop-path uses, and which a persistent-worker loader would otherwise
+draw from once per process, a single-process one once per epoch). Also the transforms, Mixup and the
+criterion of a protocol."""
 
 from typing import Any
 
@@ -10,10 +11,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from timm.data import Mixup, create_transform
-from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from harness import distributed
 from harness.core.job import RunFailed
@@ -21,25 +21,52 @@ from harness.core.rng import seeded
 from harness.data import SyntheticConfig, build_dataset, dataset_spec
 
 
-class SeededSampler(Sampler):
-    """Yields (index, key), key = (run seed, epoch, rank, position in this rank's epoch): the key, not
-    the worker that loads it (torch seeds a persistent worker once, when the process first iterates),
-    seeds the sample's augmentation in `SeededDataset`. Position, not index: repeated augmentation loads
-    an index several times an epoch, each time with its own draw."""
+class GlobalOrder(Sampler):
+    """This rank's share of the epoch's one global order, as (index, key) pairs.
 
-    def __init__(self, sampler: Sampler, seed: int, rank: int) -> None:
-        self.sampler, self.seed, self.rank, self.epoch = sampler, seed, rank, 0
+    The order depends on (order seed, epoch) only: a permutation of the dataset (each index `repeats` times in
+    a row under repeated augmentation), cut to `selected` samples (the dataset's size unless given, as in
+    DeiT's RASampler), then to whole global batches of `batch`
+    (`drop_last`) or padded with its first samples to a multiple of the world size (the probes' codes train
+    on the last partial batch, as DistributedSampler pads). Rank r takes positions r, r + size, ...: a global
+    batch is the same samples on any number of processes. The key, (run seed, epoch, index, copy), seeds the
+    sample's augmentation in `SeededDataset` (not the worker that loads it: torch seeds a persistent worker
+    once); `copy` numbers an index's repeats, so that each gets its own draw."""
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        order_seed: int,
+        world: distributed.World,
+        batch: int | None,
+        repeats: int = 1,
+        selected: int | None = None,
+    ) -> None:
+        self.size, self.seed, self.order_seed, self.world = size, seed, order_seed, world
+        self.repeats, self.epoch = repeats, 0
+        total = min(size * repeats, size if selected is None else selected)
+        if batch is not None:
+            self.total = total // batch * batch
+        else:
+            self.total = -(-total // world.size) * world.size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return self.total // self.world.size
 
     def __iter__(self):
-        for position, index in enumerate(self.sampler):
-            yield index, (self.seed, self.epoch, self.rank, position)
+        generator = torch.Generator().manual_seed(self.order_seed + self.epoch)  # as DistributedSampler
+        order = torch.randperm(self.size, generator=generator).repeat_interleave(self.repeats)
+        copies = torch.arange(self.repeats).repeat(self.size)
+        padding = max(self.total - len(order), 0)
+        order = torch.cat([order, order[:padding]])[: self.total]
+        copies = torch.cat([copies, copies[:padding] + self.repeats])[: self.total]
+        share = slice(self.world.rank, None, self.world.size)
+        for index, copy in zip(order[share].tolist(), copies[share].tolist(), strict=True):
+            yield index, (self.seed, self.epoch, index, copy)
 
 
 class SeededDataset(Dataset):
@@ -55,18 +82,6 @@ class SeededDataset(Dataset):
         index, key = item
         with seeded(*key):
             return self.dataset[index]
-
-
-class SeededRepeatAugSampler(RepeatAugSampler):
-    """timm's RepeatAugSampler shuffles with `manual_seed(epoch)` whatever the run's seed; this one with
-    seed + epoch, as DistributedSampler does."""
-
-    def __init__(self, *args, seed: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.seed = seed
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(self.seed + epoch)
 
 
 def eval_transform(cfg: DictConfig, input_size: int | None = None):
@@ -105,7 +120,8 @@ def num_classes(cfg: DictConfig) -> int:
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, world: distributed.World) -> DataLoader:
-    """This rank's share of `dataset`, in order (metrics are summed over ranks)."""
+    """This rank's share of `dataset`: images rank, rank + size, ..., so uneven shares, not padded as
+    DistributedSampler pads, and every image counted once; callers sum counts over the ranks, not means."""
     part = Subset(dataset, range(world.rank, len(dataset), world.size))
     return DataLoader(
         part, batch_size, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0)
@@ -124,8 +140,8 @@ def per_process_batch(cfg: DictConfig, world: distributed.World) -> int:
 def seeded_loader(
     cfg: DictConfig, train: Dataset, sampler: Sampler, per_process: int, drop_last: bool = True
 ) -> DataLoader:
-    """A training DataLoader whose samples are seeded by their position (SeededDataset, `sampler` a
-    SeededSampler), so that its numbers do not depend on the worker count."""
+    """A training DataLoader whose samples are seeded by their key (SeededDataset, `sampler` a GlobalOrder),
+    so that its numbers do not depend on the worker count."""
     workers = cfg.data.num_workers
     return DataLoader(
         SeededDataset(train),
@@ -141,23 +157,20 @@ def seeded_loader(
 
 def train_loader(
     cfg: DictConfig, train: Dataset, world: distributed.World, drop_last: bool = True
-) -> tuple[DataLoader, SeededSampler]:
+) -> tuple[DataLoader, GlobalOrder]:
     """The train loader and its sampler (whose `set_epoch` each epoch calls). `drop_last`: the last
     partial batch is dropped (every pre-training code) or trained on (the linear probes' codes)."""
     per_process = per_process_batch(cfg, world)
     # the same on every rank; hashed, since samplers seed with seed + epoch and runs' seeds are 0, 1, 2...
     order_seed = int(np.random.SeedSequence([cfg.seed % 2**64, 0x5A3]).generate_state(1)[0])
+    batch = cfg.protocol.batch_size if drop_last else None
     if cfg.protocol.repeated_aug:
-        # DeiT rounds each epoch down to a multiple of 256 images, which would empty a tiny dataset
-        rounding = 256 if len(train) >= 256 * world.size else 0
-        order: Sampler = SeededRepeatAugSampler(
-            train, world.size, world.rank, shuffle=True, selected_round=rounding, seed=order_seed
-        )
+        # DeiT's RASampler: 3 copies of each image, each epoch len(train) of them rounded down to a multiple
+        # of 256 (not rounded below 256: that would empty a tiny dataset)
+        selected = len(train) // 256 * 256 or len(train)
+        sampler = GlobalOrder(len(train), cfg.seed, order_seed, world, batch, repeats=3, selected=selected)
     else:
-        order = DistributedSampler(
-            train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=drop_last
-        )
-    sampler = SeededSampler(order, cfg.seed, world.rank)
+        sampler = GlobalOrder(len(train), cfg.seed, order_seed, world, batch)
     loader = seeded_loader(cfg, train, sampler, per_process, drop_last)
     if len(loader) == 0:
         raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")

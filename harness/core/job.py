@@ -1,6 +1,6 @@
 """The life of one job around its engine: the trainer lock (never two trainers in a run folder), the
-heartbeat, a failure file per rank saying why it stopped, and the run's result.json, written here once
-from what the engine returns."""
+heartbeat, a failure file per rank saying why it stopped (a survivor writes a killed peer's), and the
+run's result.json, written here once from what the engine returns."""
 
 import contextlib
 import os
@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import distributed
+from harness.core.peers import Peer, failure_name, gather, vanished, vanished_reason
 from harness.core.result import Outcome, Result
 from harness.lifecycle import RunLocked, trainer_lock
 from harness.provenance import provenance
@@ -45,9 +46,12 @@ class Heartbeat:
 def run_job(engine: Engine, config: dict[str, Any], uid: str) -> Result:
     """Run `engine` on one resolved run (a `harness.config.schema.Run` as a dict); returns its result."""
     cfg = OmegaConf.create(config)
-    world = distributed.setup()
+    world = distributed.setup(cfg.train.collective_timeout_s)
     folder = run_dir(cfg, uid)
+    me = Peer(world.rank, socket.gethostname(), os.getpid())
+    peers = [me]
     try:
+        peers = gather(world, me.pid)
         with _exclusive(folder, world, cfg):
             if world.is_main:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -66,18 +70,25 @@ def run_job(engine: Engine, config: dict[str, Any], uid: str) -> Result:
         raise  # the live trainer's folder is not this process's to write in
     except Exception as error:  # every rank says why it stopped; the first to fail is the cause
         reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
-        name = "failure.json" if world.is_main else f"failure-rank{world.rank}.json"
-        record = {"reason": reason, "rank": world.rank, "host": socket.gethostname(), "time": time.time()}
-        try:
-            atomic_write_json(folder / name, {**record, "traceback": traceback.format_exc()})
-        except OSError as unwritable:  # a read-only folder must not hide why the run failed
-            print(
-                f"{folder / name} could not be written ({unwritable}); the run failed: {reason}",
-                file=sys.stderr,
-            )
+        gone = vanished(peers, me, folder)
+        for peer in gone:  # they cannot say it themselves, and fell silent first
+            _write_failure(folder, peer, vanished_reason(peer), "")
+        if gone:
+            reason = f"rank(s) {', '.join(str(peer.rank) for peer in gone)} vanished, so: {reason}"
+        _write_failure(folder, me, reason, traceback.format_exc())
         raise
     finally:
         distributed.teardown()
+
+
+def _write_failure(folder: Path, rank: Peer, reason: str, trace: str) -> None:
+    """`rank`'s failure file; a read-only folder must not hide why the run failed."""
+    path = folder / failure_name(rank.rank)
+    record = {"reason": reason, "rank": rank.rank, "host": rank.host, "time": time.time()}
+    try:
+        atomic_write_json(path, {**record, "traceback": trace} if trace else record)
+    except OSError as unwritable:
+        print(f"{path} could not be written ({unwritable}); the run failed: {reason}", file=sys.stderr)
 
 
 def _result(outcome: Outcome, cfg: DictConfig, uid: str, world: distributed.World) -> Result:

@@ -68,8 +68,8 @@ class StepTotals:
         self.longest = torch.maximum(self.longest, self.streak)
 
     def read(self, world: distributed.World, where: str) -> dict[str, float]:
-        """The window's sums over every rank (one host sync), then a fresh window; raises RunFailed if the
-        loss was non-finite `train.max_nonfinite_steps` steps in a row. ("steps" counts the steps taken,
+        """The window's sums averaged over the ranks (one host sync), then a fresh window; raises RunFailed if
+        the loss was non-finite `train.max_nonfinite_steps` steps in a row. ("steps" counts the steps taken,
         "skipped" those skipped.)"""
         sums, longest = self.sums.clone(), self.longest.clone()
         if world.size > 1:
@@ -77,9 +77,9 @@ class StepTotals:
             all_reduce(longest, op=ReduceOp.MAX)
         read = torch.cat([sums, longest.double()[None], self.streak.double()[None]]).tolist()  # the one read
         *read, longest_streak, streak = read
-        values = dict(zip(self.names, read, strict=True))
-        values["steps"] /= world.size
-        values["skipped"] /= world.size
+        # every rank takes the same steps on an equal share of the global batch: the mean over ranks of
+        # each step's loss is the global batch's, and the counts are every rank's
+        values = {name: total / world.size for name, total in zip(self.names, read, strict=True)}
         if longest_streak >= self.max_nonfinite:
             raise RunFailed(f"the loss was non-finite for {int(longest_streak)} steps in a row ({where})")
         self.state[STREAK] = int(streak)

@@ -13,6 +13,7 @@ At local scale each dataset is its synthetic stand-in (harness.data.standins), b
 synthetic classes. The weights must fit the model exactly: nothing is dropped, not even the head.
 """
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ def attention_jaccard(cfg: DictConfig, model: nn.Module, world) -> tuple[float, 
     size = cfg.eval.input_size
     split = {} if cfg.data.dataset == "synthetic" or size is None else {"size": size}
     dataset = _dataset(cfg, "voc2012", None, **split)
-    sums = torch.zeros(2, dtype=torch.float64)
+    scores: list[float] = []
     skipped = 0
     for images, labels in eval_loader(dataset, cfg.eval.batch_size, cfg.data.num_workers, world):
         _, S = model.forward_with_similarity(images.to(world.device))
@@ -154,12 +155,12 @@ def attention_jaccard(cfg: DictConfig, model: nn.Module, world) -> tuple[float, 
                 continue
             kept = torch.from_numpy(keep_mass(maps, cfg.eval.keep_mass)).float()[None]
             masks = F.interpolate(kept, size=label.shape, mode="nearest")[0].bool().numpy()
-            sums += torch.tensor([best_head_jaccard(masks, label, exclude_void=cfg.eval.exclude_void), 1.0])
-    score, images = distributed.all_sum(sums.tolist(), world)
+            scores.append(best_head_jaccard(masks, label, exclude_void=cfg.eval.exclude_void))
+    scores = distributed.all_gather(scores, world)  # summed exactly: the same on any number of ranks
     skipped = int(distributed.all_sum([float(skipped)], world)[0])
-    if images == 0:
+    if not scores:
         raise RunFailed("no image of the Jaccard's dataset has an object to compare the attention with")
-    return 100 * score / images, skipped
+    return 100 * math.fsum(scores) / len(scores), skipped
 
 
 SPEC = EngineSpec(

@@ -12,10 +12,10 @@ import itertools
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from harness import distributed
-from harness.core.data import SeededSampler, per_process_batch, seeded_loader, synthetic_config
+from harness.core.data import GlobalOrder, per_process_batch, seeded_loader, synthetic_config
 from harness.core.job import RunFailed
 from harness.data import build_dataset, dataset_spec
 from harness.data.standins import SyntheticSegmentation
@@ -71,14 +71,14 @@ def datasets(cfg: DictConfig) -> tuple[Dataset, Dataset]:
     )
 
 
-class ResumableSampler(SeededSampler):
-    """SeededSampler that starts `skip` samples into its epoch: the positions (and so each sample's
-    augmentation) are those of the whole epoch, so a run resumed mid-epoch sees what it would have seen."""
+class ResumableSampler(GlobalOrder):
+    """GlobalOrder that starts `skip` samples into its epoch: the order (and so each sample's augmentation)
+    is that of the whole epoch, so a run resumed mid-epoch sees what it would have seen."""
 
     skip = 0
 
     def __len__(self) -> int:
-        return len(self.sampler) - self.skip
+        return super().__len__() - self.skip
 
     def __iter__(self):
         return itertools.islice(super().__iter__(), self.skip, None)
@@ -88,9 +88,8 @@ def train_loader(cfg: DictConfig, train: Dataset, world: distributed.World) -> t
     """The train loader (set its sampler's epoch and skip before each pass) and the batches per epoch."""
     per_process = per_process_batch(cfg, world)
     order_seed = int(np.random.SeedSequence([cfg.seed % 2**64, 0x5E6]).generate_state(1)[0])
-    order = DistributedSampler(train, world.size, world.rank, shuffle=True, seed=order_seed, drop_last=True)
-    sampler = ResumableSampler(order, cfg.seed, world.rank)
-    steps = len(order) // per_process
+    sampler = ResumableSampler(len(train), cfg.seed, order_seed, world, cfg.protocol.batch_size)
+    steps = len(sampler) // per_process
     if steps == 0:
         raise RunFailed(f"the training set ({len(train)} images) is smaller than one batch of {per_process}")
     return seeded_loader(cfg, train, sampler, per_process), steps
