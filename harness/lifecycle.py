@@ -19,6 +19,7 @@ from typing import Any
 
 import submitit
 
+from harness.core.result import Result
 from harness.processes import process_alive, stop_local_job
 from harness.records import HEARTBEAT, JOB_ID, LOCK, SUBMITTED, read_object
 from harness.results import atomic_write_json, read_metrics, run_status
@@ -34,6 +35,7 @@ class RunState:
     detail: str = ""
     job: str = ""  # e.g. "slurm 1234_5", "local 4242@host"
     logs: str = ""  # the job's stderr log
+    result: Result | None = None  # result.json, checked, when done (read once, for the report too)
 
     @property
     def live(self) -> bool:
@@ -105,7 +107,7 @@ def _state(folder: Path, submission: dict[str, Any] | None, slurm: dict[str, str
     stored = run_status(folder)
     if submission is None:  # never submitted, or trained inline: its trainer's lock says whether it lives
         if stored.state in ("done", "failed"):
-            return RunState(stored.state, stored.detail)
+            return RunState(stored.state, stored.detail, result=stored.result)
         holder = read_object(folder / LOCK)[0]
         if holder is not None and _holder_alive(holder, job_id=""):
             return RunState("running", _epochs(folder), f"{holder.get('launcher')} pid {holder.get('pid')}")
@@ -115,7 +117,7 @@ def _state(folder: Path, submission: dict[str, Any] | None, slurm: dict[str, str
     job = f"{submission['launcher']} {submission['job_id']}"
     logs = submission.get("stderr", "")
     if stored.state in ("done", "failed"):
-        return RunState(stored.state, stored.detail, job, logs)
+        return RunState(stored.state, stored.detail, job, logs, stored.result)
     if submission["launcher"] == "slurm":
         state = slurm.get(submission["job_id"], "UNKNOWN")
         if state in SLURM_RUNNING:

@@ -78,8 +78,7 @@ def read_run(
     the run's state as `status` says it (harness.lifecycle: a local job that died without a result is
     failed, not running), else what the folder's files say."""
     folder = run.folder
-    status = run_status(folder)
-    said = state or status
+    said = state or run_status(folder)
     metrics, broken_lines = read_metrics_checked(folder)
     trained = trained_of(run) if trained is None else trained
     return RunRecord(
@@ -89,7 +88,7 @@ def read_run(
         said.state,
         said.detail,
         folder,
-        status.result,
+        said.result,
         metrics,
         file_problems(folder) + broken_lines,
         trained,
@@ -98,7 +97,7 @@ def read_run(
 
 def results(records: list[RunRecord]) -> list[Result]:
     """The results of the finished runs."""
-    return [r.result for r in records if r.result is not None]
+    return [result for _, result in _finished(records)]
 
 
 def _finished(records: list[RunRecord]) -> list[tuple[int, Result]]:
