@@ -1,10 +1,15 @@
 """World-size invariance: with the same global batch, a run on 2 processes (gloo) computes what a run on 1
-computes, epoch by epoch (the supervised engine, which fine-tuning runs too, and the linear probe), and
-validation and the evaluation engine count every image of odd-sized sets once, to the same figures.
+computes, epoch by epoch (the supervised engine, which fine-tuning runs too, the linear probe, MoCo-v3, DINO
+and the segmentation), and validation and the evaluation engine count every image of odd-sized sets once,
+to the same figures.
 
-Drop path is 0 and Mixup/CutMix are off: both draw per rank from the global RNGs (Mixup also pairs images
-within a rank's batch), so they cannot match across process counts. What stays random is seeded per sample
-(the crop, RandAugment, random erasing: by run seed, epoch, dataset index and copy) or per global batch."""
+Drop path is 0, Mixup/CutMix are off and so is the FPN head's dropout: they draw per rank from the global
+RNGs (Mixup also pairs images within a rank's batch), so they cannot match across process counts. What
+stays random is seeded per sample (the crops, RandAugment, random erasing, the SSL views' colour jitter,
+blur and solarisation, the segmentation's resize, crop, flip and photometric distortion: by run seed,
+epoch, dataset index and copy) or per global batch. What makes the SSL and segmentation runs agree is
+reduced across the ranks: MoCo-v3's keys (gathered), DINO's centre (summed), the BatchNorms of MoCo-v3's
+MLPs and of the FPN head (`harness.core.syncbn`), and DINO's teacher starting from rank 0's student."""
 
 from pathlib import Path
 
@@ -17,6 +22,8 @@ from harness.results import read_metrics, read_result, run_dir
 from tests.harness_fixtures import TINY, TINY_KWARGS, TINY_OVERRIDES, write_tiny
 from tests.test_engines import _downstream
 from tests.test_harness_train import _run_to_end
+from tests.test_segmentation import UPSTREAM
+from tests.test_segmentation import _downstream as _segmentation
 from tests.test_ssl_engines import _recipes
 
 # the SAR row alone (L_se trained), 5 classes x 5 val images: an odd val split of 25
@@ -146,3 +153,65 @@ def test_ranks_share_one_global_order(repeats, batch):
         interleaved = [ranks[p % size][p // size] for p in range(size * len(ranks[0]))]
         # the probes' order (batch None) is padded to a multiple of the world size with its first samples
         assert interleaved[: len(alone)] == alone and len(interleaved) - len(alone) < size
+
+
+def _processes(folder: Path, processes: int) -> list[str]:
+    """The launcher overrides of a run on `processes` processes (1: inline, in the test's process)."""
+    if processes == 1:
+        return []
+    return [
+        "launcher=local",
+        f"launcher.folder={folder / 'submitit'}",
+        f"resources.tasks_per_node={processes}",
+    ]
+
+
+def _same_records(got: list[dict], expected: list[dict], rel: float) -> None:
+    """Every figure of every record within `rel` of the other's, but the timings."""
+    assert len(got) == len(expected)
+    timings = {"seconds", "images_per_s", "train_seconds"}
+    for a, b in zip(got, expected, strict=True):
+        assert a.keys() == b.keys()
+        for key in a.keys() - timings:
+            assert a[key] == pytest.approx(b[key], rel=rel, abs=1e-9), (
+                a.get("epoch", a.get("iteration")),
+                key,
+            )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ["moco", "dino"])
+def test_two_processes_pretrain_as_one(tmp_path, row):
+    """MoCo-v3 (keys gathered, MLP BatchNorms synchronised) and DINO (centre summed, teacher from rank 0)."""
+    records = {}
+    for processes in (1, 2):
+        folder = tmp_path / str(processes)
+        folder.mkdir()
+        up, _ = _recipes(folder)
+        _run_to_end("run", str(up), "--rows", row, "protocol.drop_path=0", *_processes(folder, processes))
+        (run,) = (r for r in load_recipe(up, ["protocol.drop_path=0"])[1] if r.rows == [row])
+        assert read_result(run.folder)[0].provenance["world_size"] == processes
+        records[processes] = read_metrics(run.folder)
+    assert [r["epoch"] for r in records[1]] == [1, 2]
+    _same_records(records[2], records[1], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_segment_as_one(tmp_path):
+    """The Semantic FPN on a tiny PVT: 4 iterations of 4 crops, the head's BatchNorms synchronised, mIoU
+    counted on the 6 val images (3 per rank)."""
+    upstream = tmp_path / "up.yaml"
+    upstream.write_text(UPSTREAM.replace("{runs}", str(tmp_path / "runs")))
+    _run_to_end("run", str(upstream), "--rows", "pvt")
+    off = ["protocol.drop_path=0", "protocol.segmentation.dropout=0"]
+    records = {}
+    for processes in (1, 2):
+        folder = tmp_path / str(processes)
+        folder.mkdir()
+        recipe = _segmentation(folder, upstream)
+        _run_to_end("run", str(recipe), "--rows", "seg", *off, *_processes(folder, processes))
+        (run,) = (r for r in load_recipe(recipe, off)[1] if r.rows == ["seg"])
+        assert read_result(run.folder)[0].provenance["world_size"] == processes
+        records[processes] = read_metrics(run.folder)
+    assert [r["iteration"] for r in records[1]] == [2, 4]
+    _same_records(records[2], records[1], rel=1e-5)

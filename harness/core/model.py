@@ -9,6 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import sar
 from harness import distributed
+from harness.core import syncbn
 
 
 class Training(nn.Module):
@@ -54,12 +55,12 @@ def for_training(model: nn.Module, cfg: DictConfig, world: distributed.World) ->
 
 def parallel(module: nn.Module, world: distributed.World, sync_batchnorm: bool = False) -> nn.Module:
     """What a training loop calls: `module` itself in one process, else `module` in DDP, its BatchNorms
-    first synchronised across the processes where `sync_batchnorm` (they are replaced in place: the
-    parameters, and so the optimizer's, stay those of `module`)."""
+    first synchronised across the processes where `sync_batchnorm` (`harness.core.syncbn`, on any device;
+    they are replaced in place: the parameters, and so the optimizer's, stay those of `module`)."""
     if world.size == 1:
         return module
     if sync_batchnorm:
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        module = syncbn.convert(module, world.device)
     ids = [world.local_rank] if world.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids)
 

@@ -41,9 +41,12 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Ou
     backbone = dino.prepare_backbone(build_model(cfg, 0, world.device))
     head = dino.Head(backbone.embed_dim, d.out_dim, d.hidden_dim, d.bottleneck_dim, d.norm_last_layer)
     student = dino.MultiCrop(backbone, head).to(world.device)
+    # DINO converts to SyncBN only where the student has BatchNorms (`utils.has_batchnorms`): its ViT and
+    # head (use_bn False) have none, and neither do ours
+    net = parallel(student, world)
+    # after DDP has given every rank rank 0's student, as DINO loads its teacher from `student.module`;
     # DINO builds the teacher without drop path; in eval mode (always, here) drop path is the identity
     teacher = dino.teacher_of(student, build_model(cfg, 0, world.device)).eval()
-    net = parallel(student, world)
     # timm's groups are DINO's: no weight decay on biases and 1-d parameters (the student has no exemptions)
     optimizer = create_optimizer_v2(
         student, "adamw", lr=scaled_lr(p), weight_decay=p.weight_decay, eps=p.opt_eps, fused=True

@@ -56,7 +56,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Ou
     classes = num_classes(cfg)
     model, unused = build_segmenter(cfg, classes, *checkpoint.upstream_weights(cfg.upstream))
     model = model.to(world.device)
-    # mmseg's SyncBN: the head's statistics come from 4 images per GPU
+    # mmseg's SyncBN (the FPN head's norm_cfg): statistics of the global batch, 4 images x 8 GPUs
     net = parallel(model, world, sync_batchnorm=True)
     base_lr = scaled_lr(p)
     optimizer = torch.optim.AdamW(
