@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`.
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s docs`.
 
 Every session installs with `constraints.txt`, the one file that pins every dependency: unpinned, pip
 would pick the newest torch from the registry and download gigabytes.
@@ -47,6 +47,21 @@ def lint(session: nox.Session) -> None:
     install(session, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml) in build/site, built strict: a broken link, a page missing from
+    the navigation or a docstring mkdocstrings cannot render fails it, and so does a public function of `sar`
+    whose docstring does not name its arguments (docs/check_docstrings.py)."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    # the `docs` extra's packages without the project: griffe reads `sar` from its source, so the ~6 GB of
+    # torch and CUDA wheels that installing the project pulls are not needed to document it
+    install(session, *pyproject["project"]["optional-dependencies"]["docs"])
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+    session.run("python", "docs/check_docstrings.py")
 
 
 @nox.session

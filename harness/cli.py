@@ -10,7 +10,9 @@ import math
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -433,12 +435,82 @@ def _row_ids(text: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+# Each subcommand's --help ends with these examples (tests/test_docs.py checks that each one parses).
+EXAMPLES = {
+    "run": """
+  python -m harness run recipes/table1.yaml scale=local --dry-run   # the runs, their plan and estimate
+  python -m harness run recipes/table1.yaml scale=local             # Tab. 1 on a CPU, synthetic data
+  python -m harness run recipes/table2.yaml data.root=/datasets/imagenet launcher=slurm --rows vit-s-sar
+""",
+    "status": """
+  python -m harness status recipes/table1.yaml scale=local          # once
+  python -m harness status recipes/table2.yaml --watch --every 60   # redrawn until nothing is live
+  python -m harness status recipes/table1.yaml scale=local --cfg    # the resolved configs, as YAML
+""",
+    "report": """
+  python -m harness report recipes/table1.yaml scale=local          # reports/table1-local.{md,html}
+  python -m harness report --all scale=local                        # every recipe, and reports/index.html
+  python -m harness report recipes/table1.yaml scale=local --out /tmp/reports --tolerance 1
+""",
+    "list": """
+  python -m harness list            # every recipe and the table it reproduces
+  python -m harness list engines    # every engine: what it consumes, its loss and metrics
+""",
+    "store": """
+  python -m harness store migrate --dry-run               # what would move where; writes nothing
+  python -m harness store migrate --root /scratch/runs    # re-key that run store
+""",
+}
+EXAMPLES["migrate"] = EXAMPLES["store"]
+
+
+def _examples(name: str) -> dict:
+    """The add_parser arguments that end `name`'s --help with its examples, laid out as written."""
+    return {"epilog": f"examples:{EXAMPLES[name]}", "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def version_text() -> str:
+    """`--version`: the installed package's version and the git commit of the project folder, or
+    "unknown commit" where that folder is not a git checkout (an installed wheel) or git is missing."""
+    try:
+        version = metadata.version("sar-vit")
+    except metadata.PackageNotFoundError:
+        version = "unknown version (not installed)"
+    commit = "unknown commit"
+    if (PROJECT_DIR / ".git").exists():  # not a parent folder's repository that happens to hold a venv
+        try:
+            git = ["git", "-C", str(PROJECT_DIR)]
+            head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+            dirty = subprocess.run(
+                [*git, "status", "--porcelain"], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            head = None
+        if head is not None and head.returncode == 0 and head.stdout.strip():
+            modified = " with uncommitted changes" if dirty.returncode == 0 and dirty.stdout.strip() else ""
+            commit = f"commit {head.stdout.strip()}{modified}"
+    return f"sar-vit {version} ({commit})"
+
+
+class _Version(argparse.Action):
+    """`--version`, asking git only when given (argparse's own version action wants the text up front)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness", description="Reproduce the SAR paper's tables."
     )
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the package version and the git commit, and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="validate a recipe, expand it into runs and launch those not done")
+    run = sub.add_parser(
+        "run", help="validate a recipe, expand it into runs and launch those not done", **_examples("run")
+    )
     _recipe_arguments(run)
     run.add_argument("--dry-run", action="store_true", help="print the run table; create nothing")
     run.add_argument("--force", action="store_true", help="train runs again even if they are done")
@@ -451,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         help="resume runs that started on another commit (train.allow_code_change=true)",
     )
     run.set_defaults(func=cmd_run)
-    status = sub.add_parser("status", help="per run: done, running, failed (with the reason) or pending")
+    status = sub.add_parser(
+        "status", help="per run: done, running, failed (with the reason) or pending", **_examples("status")
+    )
     _recipe_arguments(status)
     status.add_argument("--watch", action="store_true", help="refresh until no run is pending or running")
     status.add_argument(
@@ -462,7 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between --watch's refreshes, above 0 (default 10)",
     )
     status.set_defaults(func=cmd_status)
-    report = sub.add_parser("report", help="Markdown and HTML reports: ours beside the paper's numbers")
+    report = sub.add_parser(
+        "report", help="Markdown and HTML reports: ours beside the paper's numbers", **_examples("report")
+    )
     report.add_argument("recipe", nargs="?", help="a recipe file, e.g. recipes/table1.yaml (or --all)")
     report.add_argument(
         "overrides", nargs="*", help=f"{OVERRIDES_HELP} (a report shows one point of a sweep: plain values)"
@@ -488,13 +564,17 @@ def main(argv: list[str] | None = None) -> int:
         "--tolerance", type=float, default=0.5, help="points from the paper's value (default 0.5)"
     )
     report.set_defaults(func=cmd_report)
-    listing = sub.add_parser("list", help="every recipe and what it reproduces, or every engine")
+    listing = sub.add_parser(
+        "list", help="every recipe and what it reproduces, or every engine", **_examples("list")
+    )
     listing.add_argument("what", nargs="?", choices=("recipes", "engines"), default="recipes")
     listing.set_defaults(func=cmd_list)
-    store = sub.add_parser("store", help="maintain the run store")
+    store = sub.add_parser("store", help="maintain the run store", **_examples("store"))
     actions = store.add_subparsers(dest="action", required=True)
     migrate = actions.add_parser(
-        "migrate", help="re-key runs stored before identity version 2 under their new names; deletes nothing"
+        "migrate",
+        help="re-key runs stored before identity version 2 under their new names; deletes nothing",
+        **_examples("migrate"),
     )
     migrate.add_argument("--root", help="the run store (default: $SAR_RUNS, else runs/ in the project)")
     migrate.add_argument("--dry-run", action="store_true", help="print what would move; write nothing")

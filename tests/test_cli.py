@@ -1,6 +1,7 @@
 """The command line's own arguments: `status --every`, `report --out`, `report --all OVERRIDES` and what
 `report --help` offers."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,49 @@ def test_the_run_table_shows_each_runs_own_seed(tiny, capsys):
     lines = [line.split() for line in capsys.readouterr().out.splitlines() if "sar_vit_tiny" in line]
     seeds = sorted(line[line.index("synthetic") + 2] for line in lines)  # dataset, epochs, seed
     assert seeds == ["0", "0", "7", "7"]
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["status"], ["report"], ["list"], ["store"], ["store", "migrate"]]
+)
+def test_each_help_ends_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    examples = help_text.split("\nexamples:\n")[1].strip().splitlines()
+    assert 2 <= len(examples) <= 3
+    assert all(line.strip().startswith(f"python -m harness {command[0]} ") for line in examples)
+    assert help_text.rstrip().endswith(examples[-1])  # laid out as written, last in the help
+
+
+def test_version_says_the_package_version_and_the_commit(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    out = capsys.readouterr().out.strip()
+    assert exit_.value.code == 0
+    version = re.escape(metadata.version("sar-vit"))
+    assert re.fullmatch(rf"sar-vit {version} \(commit [0-9a-f]{{40}}( with uncommitted changes)?\)", out), out
+
+
+def test_version_outside_a_checkout_says_unknown_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "PROJECT_DIR", tmp_path)  # an installed package: no .git beside it
+    assert cli.version_text().endswith("(unknown commit)")
+    (tmp_path / ".git").mkdir()  # a .git folder git cannot read
+    assert cli.version_text().endswith("(unknown commit)")
+
+
+def test_version_without_git_or_an_installed_package(monkeypatch):
+    from importlib import metadata
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(cli.subprocess, "run", no_git)
+    monkeypatch.setattr(cli.metadata, "version", not_installed)
+    assert cli.version_text() == "sar-vit unknown version (not installed) (unknown commit)"
