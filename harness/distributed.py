@@ -25,7 +25,19 @@ class World:
         return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
+# torch's env:// rendezvous, as submitit's TorchDistributedEnvironment exports it
+RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
 def _submitit_world() -> World | None:
+    """The job's ranks, and (with several tasks) its rendezvous exported for `init_process_group`: the
+    master is the first node of the job's node list (where task 0 runs), the port is drawn from the job id
+    (the same on every rank, another one for each task of a job array), ranks are Slurm's task ids.
+
+    Values of RENDEZVOUS already in the environment are dropped first: they are the submitting shell's
+    (sbatch and the local executor pass its environment on; a torchrun's or an allocation's), submitit
+    refuses to export over them, and it would take an inherited MASTER_PORT as the port of every job
+    started from that shell."""
     try:
         import submitit
 
@@ -33,6 +45,8 @@ def _submitit_world() -> World | None:
     except (ImportError, RuntimeError):
         return None
     if env.num_tasks > 1:
+        for name in RENDEZVOUS:
+            os.environ.pop(name, None)
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return World(env.global_rank, env.local_rank, env.num_tasks, str(env.job_id))
 
