@@ -399,3 +399,62 @@ def test_a_killed_rank_ends_the_slurm_job_is_named_and_the_rerun_resumes(tmp_pat
     (straight, _) = load_recipe(recipe, local)[1]
     assert straight.uid == run.uid
     _same_training(read_metrics(run.folder), read_metrics(straight.folder))
+
+
+def test_every_engine_runs_on_two_slurm_tasks(tmp_path):
+    """MoCo-v3, DINO, the linear probe, the evaluation (Jaccard), fine-tuning and the segmentation, each
+    submitted with --ntasks-per-node=2, end with a result.json that records world_size 2; the pre-training
+    runs equal their 1-process runs figure for figure (drop path 0; tests/test_world_invariance.py checks
+    every engine so through the local launcher)."""
+    from harness.lifecycle import run_states
+    from harness.recipe import load_recipe
+    from harness.results import read_metrics, read_result
+    from tests.test_engines import _downstream
+    from tests.test_harness_train import _run_to_end
+    from tests.test_segmentation import UPSTREAM as PVT
+    from tests.test_segmentation import _downstream as _segmentation
+    from tests.test_ssl_engines import _recipes
+    from tests.test_world_invariance import _same_records
+
+    two = [*SLURM_OVERRIDES, "resources.tasks_per_node=2", "resources.mem_gb=4"]
+    off = ["protocol.drop_path=0"]
+    pretraining, probes = _recipes(tmp_path)
+    _run_to_end("run", str(pretraining), "--rows", "dino")  # the probes' upstream, inline
+    vit = write_tiny(tmp_path, tmp_path / "runs")
+    vit.write_text(vit.read_text().replace("epochs: 3", "epochs: 1") + "protocol: {batch_size: 16}\n")
+    _run_to_end("run", str(vit), "--rows", "base")
+    finetune = _downstream(tmp_path, vit, name="ft")
+    pvt = tmp_path / "pvt.yaml"
+    pvt.write_text(PVT.replace("{runs}", str(tmp_path / "runs")))
+    _run_to_end("run", str(pvt), "--rows", "pvt")
+    segmentation = _segmentation(tmp_path, pvt)
+    submissions = [(pretraining, off), (probes, []), (finetune, []), (segmentation, ["--rows", "seg"])]
+    folders = []
+    for recipe, args in submissions:
+        proc = _harness("run", str(recipe), *args, *two)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rows = args[1:] if args[:1] == ["--rows"] else None
+        folders += [
+            r.folder
+            for r in load_recipe(recipe, [a for a in args if "=" in a])[1]
+            if not rows or r.rows == rows
+        ]
+    assert len(folders) == 6
+    _wait_until(lambda: all(not s.live for s in run_states(folders)), 480, "every run ended")
+    assert [s.state for s in run_states(folders)] == ["done"] * 6, run_states(folders)
+    engines = [read_result(folder)[0] for folder in folders]
+    assert [r.engine for r in engines] == [
+        "dino",
+        "mocov3",
+        "linear_probe",
+        "evaluate",
+        "finetune",
+        "segmentation",
+    ]
+    assert all(r.provenance["world_size"] == 2 for r in engines)
+    reference = tmp_path / "one"
+    reference.mkdir()
+    alone, _ = _recipes(reference)
+    _run_to_end("run", str(alone), *off)
+    for got, expected in zip(folders[:2], (r.folder for r in load_recipe(alone, off)[1]), strict=True):
+        _same_records(read_metrics(got), read_metrics(expected), rel=1e-5)
