@@ -1,7 +1,7 @@
 """`python -m benchmarks [--quick] [--out DIR]`: run every benchmark, print figures, write JSON.
 
 `python -m benchmarks gpu [--cpu-smoke] ...` (its own options: `gpu --help`) is run only when named: every
-figure the project needs from a GPU in one short run."""
+figure the project needs from a GPU in one short run. So are `local` and `scaleout` (minutes each)."""
 
 import argparse
 import importlib
@@ -22,8 +22,9 @@ BENCHES = {
     "recipes": "bench_recipes",
     "attach": "bench_attach",
 }
-# run only when named (minutes of training): `python -m benchmarks local`
-ON_REQUEST = {"local": "bench_local"}
+# run only when named (minutes of training; scaleout: processes spawned, JPEGs decoded for a minute or more):
+# `python -m benchmarks local scaleout`
+ON_REQUEST = {"local": "bench_local", "scaleout": "bench_scaleout"}
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
         "names",
         nargs="*",
         choices=[*BENCHES, *ON_REQUEST, []],
-        help="benchmarks to run (default: all but local)",
+        help="benchmarks to run (default: all but local and scaleout)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the JSON files")
