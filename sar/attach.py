@@ -10,6 +10,15 @@ S is that block's [CLS]-query attention logits (Eq. 4) against the patch keys of
 grid, with the family's q/k norms, rotary embedding or relative position bias applied as the family
 applies them. Attach before building the optimizer: `"sar"` and `"no_skips"` drop the LayerNorm before
 the MLP.
+
+timm versions: tested with timm 1.0.31 (the version constraints.txt pins); it needs timm 1.0.20 or later
+(`AttentionRope` and the `rotate_half` option of EVA's rotary embedding). `forward_with_similarity` embeds
+the input through the model's own `_pos_embed` (ViT, EVA: timm's private step of `forward_features` before
+the blocks), so it follows the model's options (registers, distillation token, position table without
+[CLS], rotary embedding) as timm does. tests/test_attach.py checks that what it gives the blocks is exactly
+what `forward_features` gives them, so a timm that changes `_pos_embed` fails that test; one without it is
+refused by `attach`. A whole attached model pickles (`torch.save(model)`, then
+`torch.load(..., weights_only=False)`).
 """
 
 import functools
@@ -17,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import Attention, AttentionRope, apply_rot_embed_cat
@@ -197,11 +207,12 @@ class _Family:
     attentions: tuple[type[nn.Module], ...]
     attached: type[AttachedBlock]
     stem: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, BlockKwargs]]
+    private: tuple[str, ...] = ()  # timm's private methods the stem calls
 
 
 FAMILIES = (
-    _Family(VisionTransformer, Block, (Attention,), ViTAttachedBlock, _vit_stem),
-    _Family(Eva, EvaBlock, (EvaAttention, AttentionRope), EvaAttachedBlock, _eva_stem),
+    _Family(VisionTransformer, Block, (Attention,), ViTAttachedBlock, _vit_stem, ("_pos_embed",)),
+    _Family(Eva, EvaBlock, (EvaAttention, AttentionRope), EvaAttachedBlock, _eva_stem, ("_pos_embed",)),
     _Family(Beit, BeitBlock, (BeitAttention,), BeitAttachedBlock, _beit_stem),
 )
 
@@ -228,6 +239,12 @@ class AttachedModel(nn.Module):
         tokens, S = self._run(last.forward_with_similarity, tokens, grid, **block_kwargs(len(body)))
         return self.forward_head(self.norm(tokens)), S
 
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        """Pickle (torch.save of the whole model, multiprocessing) by the model's own class: the class
+        `attach` made has no importable name, so pickle rebuilds it through `_attached_instance`."""
+        base = next(c for c in type(self).__mro__[1:] if not issubclass(c, AttachedModel))
+        return _attached_instance, (base,), self.__getstate__()
+
     def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)`, recomputed in the backward pass when grad checkpointing is on (timm's
         non-reentrant checkpoint: S comes back with its gradient)."""
@@ -240,6 +257,15 @@ def _attached_class(cls: type[nn.Module], family: _Family) -> type[nn.Module]:
     return type(
         f"{cls.__name__}WithSAR", (AttachedModel, cls), {"_sar_family": family, "__module__": __name__}
     )
+
+
+def _family_of(cls: type[nn.Module]) -> _Family | None:
+    return next((f for f in FAMILIES if issubclass(cls, f.model)), None)
+
+
+def _attached_instance(cls: type[nn.Module]) -> nn.Module:
+    """An empty instance of `cls` with SAR attached, for pickle to fill in with the model's state."""
+    return object.__new__(_attached_class(cls, _family_of(cls)))
 
 
 def attach(model: nn.Module, last_block: LastBlock = "sar") -> nn.Module:
@@ -261,10 +287,16 @@ def attach(model: nn.Module, last_block: LastBlock = "sar") -> nn.Module:
         raise ValueError(
             f"sar.attach: {name} {why}, so there is no [CLS] query whose attention row S (Eq. 4) could be"
         )
-    family = next((f for f in FAMILIES if isinstance(model, f.model)), None)
+    family = _family_of(type(model))
     if family is None:
         supported = ", ".join(f.model.__name__ for f in FAMILIES)
         raise ValueError(f"sar.attach takes timm's {supported} models; got {name}")
+    missing = [method for method in family.private if not callable(getattr(model, method, None))]
+    if missing:
+        raise ValueError(
+            f"sar.attach: {name} has no {', '.join(missing)} in timm {timm.__version__}; sar.attach embeds "
+            "the input through it and is tested with timm 1.0.31"
+        )
     block = model.blocks[-1]
     if type(block) is not family.block or type(block.attn) not in family.attentions:
         attentions = " or ".join(a.__name__ for a in family.attentions)

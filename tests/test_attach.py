@@ -308,3 +308,39 @@ def test_what_cannot_give_s_is_refused_saying_why(what):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="last_block must be one of"):
         sar.attach(build("vit"), last_block="no_ln")
+
+
+@pytest.mark.parametrize(
+    "case", ["vit", "deit_distilled", "deit3", "vit_reg4", "eva02", "rope_mixed_vit", "beit"]
+)
+def test_stem_is_what_the_model_feeds_its_blocks(case):
+    """`forward_with_similarity` embeds through timm's private `_pos_embed` (ViT, EVA): what it gives the
+    blocks must be what the model's own `forward_features` gives them, in every timm version it runs on."""
+    model = sar.attach(build(case))
+    x, seen = images(), {}
+    hook = model.blocks[0].register_forward_pre_hook(lambda mod, args: seen.setdefault("tokens", args[0]))
+    model.forward_features(x)
+    hook.remove()
+    torch.testing.assert_close(model._sar_family.stem(model, x)[0], seen["tokens"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", ["vit", "eva02", "beit"])
+def test_whole_attached_model_saves_and_loads(case, tmp_path):
+    """`torch.save(model)` pickles the model itself, whose class `attach` made at run time."""
+    model = sar.attach(build(case), last_block="no_msa_skip")
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert type(loaded) is type(model) and loaded.last_block == "no_msa_skip"
+    x = images()
+    for got, expected in zip(
+        loaded.forward_with_similarity(x), model.forward_with_similarity(x), strict=True
+    ):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_timm_without_the_embedding_step_is_refused(monkeypatch):
+    """`attach` needs timm's `_pos_embed` (private): a timm without it is refused, naming the version."""
+    model = build("vit")
+    monkeypatch.delattr(timm.models.vision_transformer.VisionTransformer, "_pos_embed")
+    with pytest.raises(ValueError, match=rf"has no _pos_embed in timm {timm.__version__}"):
+        sar.attach(model)

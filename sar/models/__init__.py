@@ -11,7 +11,9 @@ and a size that cannot work raises a ValueError naming the model and the sizes t
 timm's contract holds with the SAR last block intact: `forward_intermediates` (per-block outputs for ViT and
 T2T-ViT, with `get_intermediate_layers` for DINO's probe; per-stage maps for PVT and CvT),
 `prune_intermediate_layers`, `set_grad_checkpointing` (every block, S included) and
-`timm.create_model(name, features_only=True, out_indices=...)` (timm's FeatureGetterNet).
+`timm.create_model(name, features_only=True, out_indices=...)` (timm's FeatureGetterNet), timm's factory
+arguments `device` and `dtype`, and FX tracing (torchvision's `create_feature_extractor` with timm's notrace
+lists). timm's own model tests run on them: tests/timm_suite.
 """
 
 from sar.models.base import SimilarityModel

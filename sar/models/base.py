@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
-from timm.models import checkpoint
+from timm.layers import resample_abs_pos_embed, trunc_normal_
+from timm.models import checkpoint, register_notrace_function
 from timm.models._features import FeatureGetterNet  # private in timm 1.0: see with_features
 from torch import nn
 
@@ -16,6 +16,7 @@ from sar.models.layers import (
     FusedAttentionOutput,
     Grid,
     SARBlock,
+    build,
     init_weights,
     model_kwargs,
     pretrained_cfg,
@@ -24,6 +25,43 @@ from sar.models.layers import (
 SIMILARITIES = ("dot", "cosine")
 Indices = int | Sequence[int] | None
 NUM_PREFIX_TOKENS = 1  # SAR needs exactly one prefix token: the [CLS] token, first
+
+
+def size_error(
+    size: Grid, name: str, build_size: Grid, multiple: Grid | None, reason: str, fixed_hint: str
+) -> str:
+    """Why a model `name` built for `build_size` cannot take an input of spatial size `size` ("" if it can):
+    other sizes must be multiples of `multiple` (None: only the build size works)."""
+    if tuple(size) == tuple(build_size):
+        return ""
+    (h, w), (bh, bw) = size, build_size
+    if multiple is None:
+        return f"{name} takes only its build size {bh}x{bw}, got a {h}x{w} input{fixed_hint}"
+    mh, mw = multiple
+    if h > 0 and w > 0 and h % mh == 0 and w % mw == 0:
+        return ""
+    below = f"{max(h // mh, 1) * mh}x{max(w // mw, 1) * mw}"
+    above = f"{-(-h // mh) * mh}x{-(-w // mw) * mw}"
+    nearest = below if below == above else f"{below} or {above}"
+    what = f"{mh} px" if mh == mw else f"{mh} px (height) and {mw} px (width)"
+    return (
+        f"{name} (built for {bh}x{bw}) cannot take a {h}x{w} input: height and width must be multiples "
+        f"of {what} ({reason}; nearest here: {nearest}), or the build size {bh}x{bw}"
+    )
+
+
+@register_notrace_function  # FX: a leaf of the graph, run on the real input (no control flow traced)
+def check_image(
+    x: torch.Tensor, name: str, build_size: Grid, multiple: Grid | None, reason: str, fixed_hint: str
+) -> Grid:
+    """The spatial size (H, W) of the image batch `x`, or a ValueError (see `size_error`)."""
+    if x.dim() != 4:
+        raise ValueError(f"{name} takes images [B, C, H, W], got {tuple(x.shape)}")
+    size = (x.shape[-2], x.shape[-1])
+    error = size_error(size, name, build_size, multiple, reason, fixed_hint)
+    if error:
+        raise ValueError(error)
+    return size
 
 
 class SimilarityModel(nn.Module):
@@ -112,33 +150,26 @@ class SimilarityModel(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> Grid:
         """The spatial size (H, W) of the image batch `x`, or a ValueError if the model cannot take it."""
-        if x.dim() != 4:
-            raise ValueError(f"{self.model_name} takes images [B, C, H, W], got {tuple(x.shape)}")
-        size = (x.shape[-2], x.shape[-1])
-        self._check_size(size)
-        return size
+        return check_image(
+            x,
+            self.model_name,
+            tuple(self.build_size),
+            self.size_multiple,
+            self._multiple_reason(),
+            self._fixed_size_hint(),
+        )
 
     def _check_size(self, size: Grid) -> None:
-        if tuple(size) == tuple(self.build_size):
-            return
-        (h, w), (bh, bw), multiple = size, self.build_size, self.size_multiple
-        if multiple is None:
-            raise ValueError(
-                f"{self.model_name} takes only its build size {bh}x{bw}, got a {h}x{w} input"
-                f"{self._fixed_size_hint()}"
-            )
-        mh, mw = multiple
-        if h > 0 and w > 0 and h % mh == 0 and w % mw == 0:
-            return
-        below = f"{max(h // mh, 1) * mh}x{max(w // mw, 1) * mw}"
-        above = f"{-(-h // mh) * mh}x{-(-w // mw) * mw}"
-        nearest = below if below == above else f"{below} or {above}"
-        what = f"{mh} px" if mh == mw else f"{mh} px (height) and {mw} px (width)"
-        raise ValueError(
-            f"{self.model_name} (built for {bh}x{bw}) cannot take a {h}x{w} input: height and width must "
-            f"be multiples of {what} ({self._multiple_reason()}; nearest here: {nearest}), or the build "
-            f"size {bh}x{bw}"
+        error = size_error(
+            size,
+            self.model_name,
+            tuple(self.build_size),
+            self.size_multiple,
+            self._multiple_reason(),
+            self._fixed_size_hint(),
         )
+        if error:
+            raise ValueError(error)
 
     def _multiple_reason(self) -> str:
         return "its total stride"
@@ -160,6 +191,16 @@ class SimilarityModel(nn.Module):
     def similarity_grid_for(self, size: Grid) -> Grid:
         """The grid of S (kh, kw) of an input of spatial size (H, W)."""
         return self.input_grids(size)[1]
+
+    def resampled_position(
+        self, pos_embed: torch.Tensor, grid: Grid, build_grid: Grid, num_prefix_tokens: int
+    ) -> torch.Tensor:
+        """A ViT-style position embedding `[1, (prefix +) h*w, C]` for the token grid `grid` (timm's
+        `resample_abs_pos_embed`, bicubic). Called from this module, which defines the `forward` that FX
+        traces: FX keeps timm's notrace functions as graph leaves only in the namespaces it patches."""
+        return resample_abs_pos_embed(
+            pos_embed, new_size=grid, old_size=build_grid, num_prefix_tokens=num_prefix_tokens
+        )
 
     def checkpointed(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)`; with grad checkpointing on, its activations are recomputed in the backward pass
@@ -305,11 +346,13 @@ class ClsHeadModel(SimilarityModel):
     official codes' initialisation, a square build size `img_size` and grad checkpointing of every block."""
 
     img_size: int
+    in_chans: int
     embed_dim: int
     cls_token: nn.Parameter | None
+    first_conv: str  # the module that takes the image (timm's pretrained_cfg["first_conv"])
 
     def _init_head_and_weights(self, embed_dim: int, num_classes: int) -> None:
-        self.embed_dim = self.num_features = embed_dim
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
         self.reset_classifier(num_classes)
         self.apply(init_weights)
         trunc_normal_(self.cls_token, std=0.02)
@@ -319,9 +362,13 @@ class ClsHeadModel(SimilarityModel):
         """The body of a timm entry point: build, attach a timm-style pretrained_cfg, and wrap for
         `features_only` (see `with_features`)."""
         kwargs, features = split_features(model_kwargs(name, pretrained, kwargs))
-        model = cls(**kwargs)
+        model = build(cls, kwargs)
         model.pretrained_cfg = model.default_cfg = pretrained_cfg(
-            (3, model.img_size, model.img_size), model.num_classes, architecture=name, **cfg
+            (model.in_chans, model.img_size, model.img_size),
+            model.first_conv,
+            model.num_classes,
+            architecture=name,
+            **cfg,
         )
         return with_features(model, features)
 
@@ -345,8 +392,15 @@ class ClsHeadModel(SimilarityModel):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
+        """A new classifier for `num_classes` (0: none), on the device and in the dtype of the model's
+        parameters, in the model's train/eval mode."""
         self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes <= 0:
+            self.head = nn.Identity()
+            return
+        like = next((p for p in self.parameters() if p.is_floating_point()), None)
+        where = {} if like is None else {"device": like.device, "dtype": like.dtype}
+        self.head = nn.Linear(self.embed_dim, num_classes, **where).train(self.training)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         cls = x[:, 0]
@@ -499,12 +553,26 @@ class PyramidModel(ClsHeadModel):
 
 
 def split_features(kwargs: dict) -> tuple[dict, dict | None]:
-    """timm passes `features_only` (and `out_indices`) to the entry point: the model's own arguments, and
-    the feature request (None: a classifier)."""
+    """timm passes `features_only` (and `out_indices`, `feature_cls`, `feature_cfg`) to the entry point: the
+    model's own arguments, and the feature request (None: a classifier). The feature net is timm's
+    FeatureGetterNet (`feature_cls='getter'`, as timm builds for its ViTs); another is a ValueError."""
     kwargs = dict(kwargs)
     if not kwargs.pop("features_only", False):
         return kwargs, None
-    return kwargs, ({"out_indices": kwargs.pop("out_indices")} if "out_indices" in kwargs else {})
+    request = {**(kwargs.pop("feature_cfg", None) or {})}
+    for key in ("feature_cls", "out_indices"):
+        if key in kwargs:
+            request[key] = kwargs.pop(key)
+    feature_cls = request.pop("feature_cls", "getter")
+    if feature_cls != "getter":
+        raise ValueError(
+            f"features_only: the SAR models give their features through timm's FeatureGetterNet "
+            f"(feature_cls='getter'), got feature_cls={feature_cls!r}"
+        )
+    unknown = set(request) - {"out_indices"}
+    if unknown:
+        raise ValueError(f"features_only: unsupported feature options {sorted(unknown)}")
+    return kwargs, request
 
 
 def with_features(model: SimilarityModel, features: dict | None) -> nn.Module:

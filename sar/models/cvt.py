@@ -33,6 +33,7 @@ from sar.models.layers import (
     check_stages,
     cls_row_similarity,
     drop_path_rates,
+    registry_cfgs,
 )
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
@@ -115,6 +116,8 @@ class ConvolutionalVisionTransformer(PyramidModel):
     """CvT: three stages of convolutional token embedding and convolutional-projection blocks; [CLS]
     joins the last. Its feature maps (`forward_intermediates`, `features_only`) have strides 4/8/16."""
 
+    first_conv = "embeds.0.proj"
+
     def __init__(
         self,
         img_size: int = 224,
@@ -149,6 +152,7 @@ class ConvolutionalVisionTransformer(PyramidModel):
             depths=depths,
         )
         self.img_size = img_size
+        self.in_chans = in_chans
         self.last_block = last_block
         self.embeds = nn.ModuleList()
         self.stages = nn.ModuleList()
@@ -211,6 +215,9 @@ class ConvolutionalVisionTransformer(PyramidModel):
 
     def keep_stages(self, n: int) -> None:
         self.embeds, self.stages = self.embeds[:n], self.stages[:n]
+
+
+default_cfgs = registry_cfgs(ConvolutionalVisionTransformer.first_conv, "sar_cvt_13")
 
 
 @register_model

@@ -1,12 +1,14 @@
 """Pieces shared by the SAR-ready models: the configurable block, a [CLS] attention that can also return
 the similarity maps S of Eq. 4, init and the timm registry glue."""
 
+import contextlib
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from sar.entropy import cls_similarity
@@ -138,7 +140,8 @@ class ClsAttention(FusedAttentionOutput):
         return self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        return self._out(*self.qkv_heads(x))
+        q, k, v = self.qkv_heads(x)  # unpacked here, not with *: FX cannot star-unpack a traced value
+        return self._out(q, k, v)
 
     def forward_with_similarity(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
         q, k, v = self.qkv_heads(x)
@@ -179,8 +182,28 @@ def model_kwargs(name: str, pretrained: bool, kwargs: dict) -> dict:
     return {key: value for key, value in kwargs.items() if key not in timm_only}
 
 
-def pretrained_cfg(input_size: tuple[int, int, int], num_classes: int = 1000, **extra) -> dict:
-    """timm-style config of a model, so timm's data helpers (resolve_data_config) work with it."""
+def build(factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module:
+    """`factory(**kwargs)` with timm's factory arguments `device` and `dtype` (timm's `create_model` passes
+    them to every entry point): the model built on that device, its floating-point tensors in that dtype."""
+    kwargs = dict(kwargs)
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = factory(**kwargs)
+    return model if dtype is None else model.to(dtype=dtype)
+
+
+def registry_cfgs(first_conv: str, *names: str, **extra: Any) -> dict:
+    """timm's `default_cfgs` for a module's entry points `names`: each model's config at its defaults
+    (224 px, 1000 classes), without weights. timm then knows the models as its own: `timm.get_pretrained_cfg`
+    answers for them and `list_models(name_matches_cfg=True)` lists them."""
+    return generate_default_cfgs({name: pretrained_cfg((3, 224, 224), first_conv, **extra) for name in names})
+
+
+def pretrained_cfg(
+    input_size: tuple[int, int, int], first_conv: str, num_classes: int = 1000, **extra
+) -> dict:
+    """timm-style config of a model, so timm's data helpers (resolve_data_config) work with it;
+    `first_conv`: the module that takes the image's channels (what timm adapts for another `in_chans`)."""
     return {
         "url": "",
         "num_classes": num_classes,
@@ -190,7 +213,7 @@ def pretrained_cfg(input_size: tuple[int, int, int], num_classes: int = 1000, **
         "interpolation": "bicubic",
         "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225),
-        "first_conv": "",
+        "first_conv": first_conv,
         "classifier": "head",
         **extra,
     }

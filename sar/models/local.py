@@ -3,11 +3,28 @@
 They keep what SAR touches (a [CLS] token, the last block, several heads, the family's own attention) so
 that a whole table's pipeline runs on a laptop CPU in minutes. They are not the paper's models: numbers
 from them are local-scale numbers.
+
+timm's own ViT families that `sar.attach` takes (`TIMM_FAMILIES`) get one member each, the width, depth
+and heads of the local ViT-S with its 64-px input on an 8x8 grid, everything else the architecture's own
+(registers, layer scale, q/k norms, rotary embedding, relative position bias, distillation token): timm's
+registered constructors take these arguments over their own.
 """
 
 from typing import Any
 
+import timm
+
 LOCAL_IMG_SIZE = 64
+# timm's names of the families `sar.attach` takes: ViT (with registers: vit_*_reg4_*), DeiT and
+# distilled DeiT, DeiT-III, EVA-02 and BEiT
+TIMM_FAMILIES = ("vit_*", "deit_*", "deit3_*", "eva02_*", "beit_*")
+TIMM_LOCAL_KWARGS: dict[str, Any] = {
+    "img_size": LOCAL_IMG_SIZE,
+    "patch_size": 8,
+    "embed_dim": 144,
+    "depth": 4,
+    "num_heads": 6,
+}
 
 LOCAL_KWARGS: dict[str, dict[str, Any]] = {
     "sar_vit_tiny_patch16_224": {
@@ -53,11 +70,16 @@ LOCAL_KWARGS: dict[str, dict[str, Any]] = {
         "num_heads": (1, 2, 4),
         "depths": (1, 1, 2),
     },
+    **{name: dict(TIMM_LOCAL_KWARGS) for name in timm.list_models(TIMM_FAMILIES)},
 }
 
 
 def local_kwargs(name: str) -> dict[str, Any]:
     """The architecture arguments that turn registered model `name` into its local-scale member."""
     if name not in LOCAL_KWARGS:
-        raise KeyError(f"no local-scale configuration for model {name!r}; known: {', '.join(LOCAL_KWARGS)}")
+        sar_models = ", ".join(n for n in LOCAL_KWARGS if n.startswith("sar_"))
+        raise KeyError(
+            f"no local-scale configuration for model {name!r}; known: {sar_models} and timm's "
+            f"{', '.join(TIMM_FAMILIES)} (architecture names, without a pretrained tag)"
+        )
     return dict(LOCAL_KWARGS[name])

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from timm.layers import resample_abs_pos_embed, trunc_normal_
-from timm.models import register_model
+from timm.models import register_model, register_notrace_function
 from torch import nn
 
 from sar.models.base import PyramidModel
@@ -31,6 +31,7 @@ from sar.models.layers import (
     check_stages,
     cls_row_similarity,
     drop_path_rates,
+    registry_cfgs,
 )
 
 BlockNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -47,6 +48,12 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
         x = self.proj(x)
         return self.norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
+
+
+@register_notrace_function  # FX: a graph leaf, run on the real sizes (it branches on them)
+def check_grid_tokens(n: int, grid: Grid) -> None:
+    if n != math.prod(grid):
+        raise ValueError("spatial reduction needs a token grid without extra tokens")
 
 
 class SRAttention(FusedAttentionOutput):
@@ -76,8 +83,7 @@ class SRAttention(FusedAttentionOutput):
         b, n, c = x.shape
         q = self._heads(self.q(x))
         if self.sr_ratio > 1:
-            if n != math.prod(grid):
-                raise ValueError("spatial reduction needs a token grid without extra tokens")
+            check_grid_tokens(n, grid)
             x = self.sr(x.transpose(1, 2).reshape(b, c, *grid)).flatten(2).transpose(1, 2)
             x = self.norm(x)
         k, v = self.kv(x).reshape(b, -1, 2, c).permute(2, 0, 1, 3).unbind(0)
@@ -102,6 +108,8 @@ class PyramidVisionTransformer(PyramidModel):
     patch tokens alone with its position embedding's [CLS] entry left out (`pos_embed4[:, 1:]`), the
     classifier's `cls_token` unused. `dense_cls=True` runs stage 4 with [CLS] for the maps instead, as the
     classifier does (the SAR last block sees the same token set as in pre-training)."""
+
+    first_conv = "patch_embeds.0.proj"
 
     def __init__(
         self,
@@ -133,6 +141,7 @@ class PyramidVisionTransformer(PyramidModel):
         if sr_ratios[-1] != 1:
             raise ValueError("the last stage holds the [CLS] token and must have sr_ratio 1")
         self.img_size = img_size
+        self.in_chans = in_chans
         self.last_block = last_block
         self.dense_cls = dense_cls
         dpr = iter(drop_path_rates(drop_path_rate, sum(depths)))
@@ -208,6 +217,9 @@ class PyramidVisionTransformer(PyramidModel):
             self.pos_embeds[:n],
             self.stages[:n],
         )
+
+
+default_cfgs = registry_cfgs(PyramidVisionTransformer.first_conv, "sar_pvt_small")
 
 
 @register_model

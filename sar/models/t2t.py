@@ -28,6 +28,7 @@ from sar.models.layers import (
     SARBlock,
     attend,
     drop_path_rates,
+    registry_cfgs,
 )
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
@@ -122,6 +123,8 @@ class T2TModule(nn.Module):
 class T2TViT(TokenModel, ClsHeadModel):
     """T2T-ViT: the T2T module, then timm's ViT blocks (the last a `SARBlock`) on one token grid."""
 
+    first_conv = "tokens_to_token.attention1.attn.qkv"  # no conv: the first projection of the pixels
+
     def __init__(
         self,
         img_size: int = 224,
@@ -144,6 +147,7 @@ class T2TViT(TokenModel, ClsHeadModel):
         super().__init__()
         self.last_block = last_block
         self.img_size = img_size
+        self.in_chans = in_chans
         self.tokens_to_token = T2TModule(
             img_size, in_chans, embed_dim, token_dim, t2t_kernels, t2t_strides, t2t_paddings
         )
@@ -208,7 +212,11 @@ class T2TViT(TokenModel, ClsHeadModel):
         return self.pos_drop(self.prepend_cls(x) + self.position_embedding(grid)), grid
 
 
+CROP_PCT = 0.9
+default_cfgs = registry_cfgs(T2TViT.first_conv, "sar_t2t_vit_14", crop_pct=CROP_PCT)
+
+
 @register_model
 def sar_t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """T2T-ViT-14 (T2T-ViT_t-14: transformer tokens-to-token) with a SAR-ready last block."""
-    return T2TViT.create("sar_t2t_vit_14", pretrained, kwargs, crop_pct=0.9)
+    return T2TViT.create("sar_t2t_vit_14", pretrained, kwargs, crop_pct=CROP_PCT)

@@ -7,13 +7,25 @@ and S is on that grid, e.g. 30x30 for a 224-built ViT-S/16 fed 480 px, 6x6 for D
 
 from typing import Any
 
+import torch
 from timm.layers import to_2tuple
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from sar.models.base import TokenModel, split_features, with_features
-from sar.models.layers import ClsAttention, Grid, LastBlock, SARBlock, model_kwargs, pretrained_cfg
+from sar.models.base import NUM_PREFIX_TOKENS, TokenModel, split_features, with_features
+from sar.models.layers import (
+    ClsAttention,
+    Grid,
+    LastBlock,
+    SARBlock,
+    build,
+    model_kwargs,
+    pretrained_cfg,
+    registry_cfgs,
+)
+
+FIRST_CONV = "patch_embed.proj"  # timm's pretrained_cfg["first_conv"]: the patch projection
 
 
 class SARVisionTransformer(TokenModel, VisionTransformer):
@@ -84,10 +96,26 @@ class SARVisionTransformer(TokenModel, VisionTransformer):
         return grid, grid
 
     def _embed(self, x):
+        """timm's `VisionTransformer._pos_embed` for one [CLS] token and no registers (the only prefix SAR
+        takes), written here: FX keeps the position resampling a graph leaf (`resampled_position`)."""
         self.check_input(x)
         x = self.patch_embed(x)  # [B, h, w, C] with dynamic_img_size, else [B, h*w, C] on the build grid
-        grid = (x.shape[1], x.shape[2]) if self.dynamic_img_size else self.feature_grid
-        return self.norm_pre(self.patch_drop(self._pos_embed(x))), grid
+        if self.dynamic_img_size:
+            grid = (x.shape[1], x.shape[2])
+            x = x.flatten(1, 2)
+        else:
+            grid = self.feature_grid
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        if self.pos_embed is None:
+            x = torch.cat([cls, x], dim=1)
+        else:
+            pos = self.pos_embed
+            if self.dynamic_img_size:
+                prefix = 0 if self.no_embed_class else NUM_PREFIX_TOKENS
+                pos = self.resampled_position(pos, grid, self.feature_grid, prefix)
+            # DeiT-III (no_embed_class): the table covers the patches only; else [CLS] has an entry too
+            x = torch.cat([cls, x + pos], dim=1) if self.no_embed_class else torch.cat([cls, x], dim=1) + pos
+        return self.norm_pre(self.patch_drop(self.pos_drop(x))), grid
 
     def forward_head(self, x, pre_logits: bool = False):
         return VisionTransformer.forward_head(self, x, pre_logits=pre_logits)
@@ -95,13 +123,17 @@ class SARVisionTransformer(TokenModel, VisionTransformer):
 
 def _create(name: str, pretrained: bool, defaults: dict, kwargs: dict) -> nn.Module:
     kwargs, features = split_features(model_kwargs(name, pretrained, kwargs))
-    model = SARVisionTransformer(**{**defaults, **kwargs})
+    model = build(SARVisionTransformer, {**defaults, **kwargs})
     model.pretrained_cfg = model.default_cfg = pretrained_cfg(
-        (model.patch_embed.proj.in_channels, *model.patch_embed.img_size),
+        (model.in_chans, *model.patch_embed.img_size),
+        FIRST_CONV,
         model.num_classes,
         architecture=name,
     )
     return with_features(model, features)
+
+
+default_cfgs = registry_cfgs(FIRST_CONV, "sar_vit_tiny_patch16_224", "sar_vit_small_patch16_224")
 
 
 @register_model
