@@ -9,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import sar
 from harness import distributed
-from harness.core import syncbn
+from harness.core import anyvit, syncbn
 
 
 class Training(nn.Module):
@@ -36,13 +36,22 @@ class Training(nn.Module):
 
 
 def build_model(cfg: DictConfig, classes: int, device: torch.device) -> nn.Module:
-    model = timm.create_model(
-        cfg.model,
-        num_classes=classes,
-        last_block=cfg.last_block,
-        drop_path_rate=cfg.protocol.drop_path,
-        **OmegaConf.to_container(cfg.model_kwargs),
-    ).to(device)
+    """The run's model: a registered sar_* model, or a timm ViT-family model with SAR attached
+    (`harness.core.anyvit`), at the run's input size."""
+    kwargs = OmegaConf.to_container(cfg.model_kwargs)
+    if anyvit.is_timm_family(cfg.model):
+        model = anyvit.build(
+            cfg.model, classes, cfg.last_block, cfg.protocol.drop_path, kwargs, cfg.data.input_size
+        )
+    else:
+        model = timm.create_model(
+            cfg.model,
+            num_classes=classes,
+            last_block=cfg.last_block,
+            drop_path_rate=cfg.protocol.drop_path,
+            **kwargs,
+        )
+    model = model.to(device)
     model.set_similarity(cfg.loss.similarity)
     return model
 

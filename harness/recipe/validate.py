@@ -16,11 +16,13 @@ import sar  # noqa: F401  (registers the SAR-ready models with timm)
 from harness.config import RecipeError, bounds, hashable
 from harness.config.overrides import Setting
 from harness.config.schema import field_types
+from harness.core import anyvit
 from harness.data import DATASETS, EVALUATION_ONLY
 from harness.engines.spec import Consumes, Progress, engines, spec_of
 from harness.eval import EVALUATIONS, METRICS
 from harness.text import shown
 from sar.models import LAST_BLOCKS, MODEL_NAMES
+from sar.models.local import TIMM_FAMILIES
 
 PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 SHOWN_KWARGS = 12  # model arguments an error message names
@@ -49,12 +51,33 @@ def check_values(run: dict[str, Any], blame: Blame) -> None:
     """The values of a resolved run that its types allow but training cannot take."""
     loss, data, protocol = run["loss"], run["data"], run["protocol"]
     spec = spec_of(run["engine"])
+    timm_family = anyvit.is_timm_family(run["model"])
     checks = [
         (
-            timm.is_model(run["model"]),
+            run["model"] in MODEL_NAMES or (timm_family and timm.is_model(run["model"])),
             "model",
             run["model"],
-            "a registered model, e.g. " + ", ".join(MODEL_NAMES),
+            f"a registered model: a SAR-ready one ({', '.join(MODEL_NAMES)}) or one of timm's "
+            f"{', '.join(TIMM_FAMILIES)} (sar.attach gives it the last block)",
+        ),
+        (
+            not timm_family or "." not in run["model"],
+            "model",
+            run["model"],
+            f"an architecture name without a pretrained tag ({run['model'].split('.')[0]}): nothing "
+            f"downloads; a local weights file is model_kwargs.{anyvit.PRETRAINED_FILE}",
+        ),
+        (
+            not timm_family or loss["similarity"] == "dot",
+            "loss.similarity",
+            loss["similarity"],
+            f"dot: {run['model']} gets its S from sar.attach, which gives Eq. 4's only",
+        ),
+        (
+            not timm_family or anyvit.pretrained_problem(run["model_kwargs"]) is None,
+            "model_kwargs",
+            run["model_kwargs"],
+            anyvit.pretrained_problem(run["model_kwargs"]) or "",
         ),
         (run["last_block"] in LAST_BLOCKS, "last_block", run["last_block"], " | ".join(LAST_BLOCKS)),
         (
@@ -146,6 +169,10 @@ class _SkipInPlaceOnMeta(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+
 @functools.cache
 def _build_error(model: str, kwargs: tuple, input_size: int) -> str | None:
     """Why this model cannot be built and run on one image, or None; on the meta device (no memory).
@@ -157,14 +184,45 @@ def _build_error(model: str, kwargs: tuple, input_size: int) -> str | None:
                 net = timm.create_model(model, **dict(kwargs))
             net(torch.empty(1, 3, input_size, input_size))
     except Exception as error:  # whatever the constructor or the forward raises is the user's to read
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        return _first_line(error)
+    return None
+
+
+@functools.cache
+def _attach_error(model: str, kwargs: tuple, last_block: str, input_size: int) -> tuple[str, str] | None:
+    """Why timm's `model` cannot be built with SAR's last block (`sar.attach`) and run on one image, on
+    the meta device: ('model', attach's reason), ('model_kwargs', the build's) or None.
+    Built as `harness.core.anyvit.build` builds it, without loading pretrained weights (same shapes)."""
+    kwargs = dict(kwargs)
+    drop_path = kwargs.pop("drop_path_rate")
+    kwargs.pop(anyvit.PRETRAINED_FILE, None)
+    try:
+        with torch.device("meta"), torch.no_grad():
+            with _SkipInPlaceOnMeta():
+                net = anyvit.build(model, 1, last_block, drop_path, kwargs, input_size)
+            net(torch.empty(1, 3, input_size, input_size))  # S's autocast guard takes no meta device
+    except Exception as error:  # sar.attach's refusals (no [CLS] token, another family) say its name
+        if isinstance(error, ValueError) and str(error).startswith("sar.attach"):
+            return "model", str(error).removeprefix("sar.attach: ")
+        return "model_kwargs", _first_line(error)
     return None
 
 
 def check_model(run: dict[str, Any], blame: Blame) -> None:
-    """The run's model builds and runs one image, on the meta device."""
+    """The run's model builds and runs one image, on the meta device; a timm family model with the last
+    block `sar.attach` gives it (its refusal named under key 'model')."""
     kwargs = {**run["model_kwargs"], "drop_path_rate": run["protocol"].get("drop_path", 0.0)}
-    error = _build_error(run["model"], hashable(kwargs), run["data"]["input_size"])
+    input_size = run["data"]["input_size"]
+    if anyvit.is_timm_family(run["model"]):
+        found = _attach_error(run["model"], hashable(kwargs), run["last_block"], input_size)
+        if found and found[0] == "model":
+            raise RecipeError(
+                f"{blame('model', 'last_block')}: key 'model': got {run['model']!r}, which sar.attach cannot "
+                f"take: {found[1]}"
+            )
+        error = found and found[1]
+    else:
+        error = _build_error(run["model"], hashable(kwargs), input_size)
     if error:
         kwargs = ", ".join(f"{k}={shown(v)}" for k, v in list(run["model_kwargs"].items())[:SHOWN_KWARGS])
         more = len(run["model_kwargs"]) - SHOWN_KWARGS
