@@ -284,7 +284,7 @@ def test_local_reports_say_what_was_trained(tmp_path):
     # the tiny rows' own model_kwargs (2 blocks, 48 wide) and the local epochs: max(2, round(3 x 0.08))
     assert (
         "Ours, as trained at local scale: 2 blocks, 48 wide, 3 heads, 32 px; 2 epochs; on synthetic data (10 "
-        "classes, 1,000 train / 200 val images). Ours: the mean ± std over 2 seeds."
+        "classes, 1,000 train / 2,400 val images). Ours: the mean ± std over 2 seeds."
     ) in text
     assert "local scale, the epochs as trained" in text
 

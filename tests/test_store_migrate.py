@@ -13,6 +13,7 @@ from harness.lifecycle import run_states
 from harness.migrate import OLD_CONFIG, migrate_store
 from harness.recipe import load_recipe
 from harness.results import run_status
+from tests.test_config_identity import V1_LOCAL_DEFAULTS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
 RECIPES = ("tiny", "down", "pre", "ssl_down")
@@ -29,7 +30,9 @@ def _runs(store: Path) -> list:
     return [
         run
         for name in RECIPES
-        for run in load_recipe(store / "recipes" / f"{name}.yaml", [f"runs_root={store / 'runs'}"])[1]
+        for run in load_recipe(
+            store / "recipes" / f"{name}.yaml", [f"runs_root={store / 'runs'}", *V1_LOCAL_DEFAULTS]
+        )[1]
     ]
 
 
@@ -74,7 +77,9 @@ def test_the_command_migrates_and_status_shows_the_runs_done(store):
     assert missing.returncode == 2 and "nowhere is not a folder" in missing.stderr
     migrated = _harness("store", "migrate", "--root", str(store / "runs"))
     assert migrated.returncode == 0 and f"migrated {OLD_RUNS} run(s)" in migrated.stdout, migrated.stderr
-    shown = _harness("status", str(store / "recipes" / "ssl_down.yaml"), f"runs_root={store / 'runs'}")
+    shown = _harness(
+        "status", str(store / "recipes" / "ssl_down.yaml"), f"runs_root={store / 'runs'}", *V1_LOCAL_DEFAULTS
+    )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("done") >= 4, shown.stdout  # the probe, the Jaccard and their upstream
 
