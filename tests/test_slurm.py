@@ -416,7 +416,8 @@ def test_every_engine_runs_on_two_slurm_tasks(tmp_path):
     from tests.test_ssl_engines import _recipes
     from tests.test_world_invariance import _same_records
 
-    two = [*SLURM_OVERRIDES, "resources.tasks_per_node=2", "resources.mem_gb=4"]
+    # local-scale recipes (the SSL ones) ask for local.cpus per task: 1, so that 2 tasks fit the node
+    two = [*SLURM_OVERRIDES, "resources.tasks_per_node=2", "resources.mem_gb=4", "local.cpus=1"]
     off = ["protocol.drop_path=0"]
     pretraining, probes = _recipes(tmp_path)
     _run_to_end("run", str(pretraining), "--rows", "dino")  # the probes' upstream, inline
