@@ -54,7 +54,10 @@ def _joined(monkeypatch, task: dict[str, str]) -> tuple[distributed.World, dict[
         if name.startswith(("SLURM", "SUBMITIT_")):
             monkeypatch.delenv(name)
     for name in distributed.RENDEZVOUS:
-        monkeypatch.delenv(name, raising=False)  # so that what setup exports is undone after the test
+        # set, then deleted: monkeypatch records only a variable it changes, and so undoes what `setup`
+        # exports after the test (a RANK/WORLD_SIZE left behind made later inline runs wait for a peer)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     for name, value in task.items():
         monkeypatch.setenv(name, value)
     called: dict = {}
