@@ -148,7 +148,7 @@ def test_no_run_mark_skips_the_block_after_it(tmp_path):
     assert list(commands(found[1])) == [["status", "b.yaml", "scale=local"]]
 
 
-def _plain_vit_trains(namespace: dict) -> None:
+def _attached_vit_trains(namespace: dict) -> None:
     assert namespace["S"].shape == (8, 3, 8, 8)
     assert all(p.grad is not None for p in namespace["model"].blocks[-1].attn.qkv.parameters())
 
@@ -160,7 +160,7 @@ def _sar_ready_model_trains(namespace: dict) -> None:
 
 
 # What a page's Python blocks claim beyond running (their comments), checked after the block of that index
-CLAIMS = {"README.md": {0: _plain_vit_trains, 1: _sar_ready_model_trains}}
+CLAIMS = {"README.md": {0: _attached_vit_trains, 1: _sar_ready_model_trains}}
 
 
 @pytest.mark.slow
