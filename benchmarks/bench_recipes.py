@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from benchmarks.timing import median_seconds
-from harness.config import RECIPES_DIR
+from harness.config import RECIPES_DIR, recipe_paths
 from harness.config.schema import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def _all_recipes() -> int:
 
     return sum(
         len(load_recipe(path, [f"scale={scale}"])[1])
-        for path in sorted(RECIPES_DIR.glob("*.yaml"))
+        for path in recipe_paths(RECIPES_DIR)
         for scale in ("paper", "local")
     )
 

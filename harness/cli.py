@@ -326,7 +326,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.config import RECIPES_DIR
+    from harness.config import RECIPES_DIR, recipe_paths
     from harness.report.render import render_index, render_table
     from harness.results import writable_problem
 
@@ -345,7 +345,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    recipes = sorted(RECIPES_DIR.glob("*.yaml")) if every else [Path(args.recipe)]
+    recipes = recipe_paths(RECIPES_DIR) if every else [Path(args.recipe)]
     overrides = args.all if every else args.overrides
     out = args.out.resolve()
     if problem := writable_problem(out):

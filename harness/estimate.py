@@ -13,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.config import hashable
+from harness.core import anyvit
 from harness.data import IMAGENET_C_CORRUPTIONS, IMAGENET_C_SEVERITIES, OFFICIAL_SIZES
 from harness.eval import EVALUATIONS
 
@@ -28,8 +29,12 @@ YEAR_H = 24 * 365
 @cache
 def count_gmacs(model: str, kwargs: tuple, input_size: int) -> float:
     """Forward GMACs of one image, counted with FlopCounterMode on meta tensors."""
+    options = dict(kwargs)
+    if anyvit.is_timm_family(model):  # built at the size it runs at, as the harness builds it; no weights
+        options = {"img_size": input_size, **options}
+        options.pop(anyvit.PRETRAINED_FILE, None)
     with torch.device("meta"):
-        net = timm.create_model(model, **dict(kwargs))
+        net = timm.create_model(model, **options)
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             net(torch.empty(1, 3, input_size, input_size))
     return counter.get_total_flops() / 2e9

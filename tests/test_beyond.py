@@ -235,3 +235,12 @@ def test_deepcopy_and_pickle_keep_the_model_whole(tmp_path):
             strict=True,
         ):
             torch.testing.assert_close(got, want)
+
+
+def test_the_cost_estimate_builds_a_timm_model_at_the_runs_size():
+    """timm builds some of these models for 518 px (DINOv2's): the estimate, like the harness, builds them
+    for the size they run at, and without their local weights file."""
+    from harness.estimate import count_gmacs
+
+    gmacs = count_gmacs("vit_small_patch14_reg4_dinov2", (("pretrained_file", "/nowhere.pth"),), 224)
+    assert 4.0 < gmacs < 7.0  # ViT-S/14 at 224: 16 x 16 patches and 4 registers, about 6 GMACs

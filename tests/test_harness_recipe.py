@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.config import RECIPES_DIR, RecipeError
+from harness.config import RECIPES_DIR, RecipeError, recipe_paths
 from harness.recipe import load_recipe
 from sar.models import LOCAL_KWARGS
 from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
@@ -177,7 +177,7 @@ def test_missing_recipe_file(tmp_path):
 
 @pytest.mark.slow
 def test_every_shipped_recipe_validates_at_both_scales():
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+    for path in recipe_paths():
         for scale in ("paper", "local"):
             _, runs = load_recipe(path, [f"scale={scale}"])
             assert runs and all(r.config.scale == scale for r in runs)

@@ -9,6 +9,7 @@ import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 RECIPES_DIR = PROJECT_DIR / "recipes"
+PROTOCOL_DIR_NAME = "protocol"  # recipes/protocol/: the protocol config group, not recipes
 RUNS_ENV = "SAR_RUNS"
 
 
@@ -24,11 +25,16 @@ def runs_root(value: str | None) -> str:
     return str(Path(chosen).expanduser().resolve())
 
 
+def recipe_paths(folder: Path = RECIPES_DIR) -> list[Path]:
+    """Every recipe under `folder`, its subfolders' too (`recipes/beyond/`), but the protocol files."""
+    return sorted(p for p in folder.rglob("*.yaml") if PROTOCOL_DIR_NAME not in p.relative_to(folder).parts)
+
+
 def list_recipes(folder: Path = RECIPES_DIR) -> list[tuple[Path, str, str]]:
     """(path, title, what it reproduces) for every recipe in `folder`: read as plain YAML, nothing composed,
     so that `python -m harness list` imports neither Hydra nor torch."""
     found = []
-    for path in sorted(folder.glob("*.yaml")):
+    for path in recipe_paths(folder):
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:

@@ -18,14 +18,14 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from harness.config import RECIPES_DIR, RecipeError
+from harness.config import PROTOCOL_DIR_NAME, RECIPES_DIR, RecipeError
 from harness.config.errors import describe
 from harness.config.protocols import SCHEMA_PREFIX, ProtocolBase, any_protocol, schemas
 from harness.config.schema import Recipe
 from harness.text import bounded
 
 RECIPE_SCHEMA = "recipe_schema"
-PROTOCOL_GROUP = "protocol"
+PROTOCOL_GROUP = PROTOCOL_DIR_NAME
 DEFAULTS = f"defaults: [{RECIPE_SCHEMA}, {{protocol: deit}}, _self_]"
 NOT_VALIDATED = (
     f"key 'defaults': the defaults list must start with {RECIPE_SCHEMA} ({DEFAULTS}), or with a recipe that "

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import RECIPES_DIR, RecipeError, hashable
+from harness.config import RECIPES_DIR, RecipeError, hashable, recipe_paths
 from harness.engines.spec import Progress, Provides, engines, spec_of
 from harness.recipe.run import ResolvedRun
 from harness.recipe.validate import Blame
@@ -20,7 +20,7 @@ def upstream_recipe(path: Path, name: str, source: str) -> Path:
     candidates = [path.parent / name, path.parent / f"{name}.yaml", RECIPES_DIR / f"{name}.yaml"]
     found = next((c for c in candidates if c.suffix == ".yaml" and c.is_file()), None)
     if found is None:
-        known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        known = ", ".join(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in recipe_paths())
         raise RecipeError(f"{source}: key 'from.recipe': no recipe {name!r}; known: {known}")
     return found.resolve()
 
