@@ -41,7 +41,8 @@ class DenseRelativeLoc(nn.Module):
     """DRLoc head and loss: `module(features)` -> the mean L1 loss (a 0-dim float32 tensor, λ not applied).
 
     `features` `[B, C, h, w]`: the final patch tokens as a grid (`model.patch_grid(tokens)`), C = `dim`,
-    h, w >= 2. `pairs` (m) pairs are drawn per image; `hidden` is the MLP width (512 in the official code).
+    h, w >= 2. `pairs` (m) pairs are drawn per image; `hidden` is the MLP width (512 in the official code);
+    `mode` is the official code's loss type, of which only `"l1"` is implemented.
 
     Sampling: p_i and p_j are drawn independently and uniformly, with replacement, as
     `rows = randint(h, (B, m, 2))` then `cols = randint(w, (B, m, 2))` (in that order; `[..., 0]` is p_i,
@@ -118,7 +119,11 @@ class DenseRelativeLoc(nn.Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """p_i, p_j `[batch, pairs, 2]` (int64, (row, col)) on `device`, drawn as the class docstring says."""
+        """p_i, p_j `[batch, pairs, 2]` (int64, (row, col)) on `device`, drawn as the class docstring says.
+
+        `grid` is (h, w), the cells the pairs are drawn from; `generator`, if given, makes the draw
+        reproducible (it is drawn on the generator's device, then moved to `device`).
+        """
         if generator is not None and not isinstance(generator, torch.Generator):
             what = type(generator).__name__
             raise TypeError(f"DenseRelativeLoc: generator must be a torch.Generator, got {what}")
@@ -131,7 +136,11 @@ class DenseRelativeLoc(nn.Module):
         return pos[:, :, 0], pos[:, :, 1]
 
     def targets(self, p_i: torch.Tensor, p_j: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The regression targets `[B, m, 2]` (float32) of the pairs, per axis (row, col)."""
+        """The regression targets `[B, m, 2]` (float32) of the pairs, per axis (row, col).
+
+        `p_i`, `p_j` `[B, m, 2]` are the pairs' cells (from `sample_pairs`), `grid` the (h, w) they lie in,
+        which gives the k of each axis.
+        """
         k = torch.tensor(grid, dtype=torch.float32, device=p_i.device)
         delta = (p_i - p_j).to(torch.float32)
         if self.absolute:
@@ -140,7 +149,11 @@ class DenseRelativeLoc(nn.Module):
         return shifted / (2 * (k - 1)) if self.normalise else shifted
 
     def predict(self, features: torch.Tensor, p_i: torch.Tensor, p_j: torch.Tensor) -> torch.Tensor:
-        """The MLP's offsets `[B, m, 2]` for the pairs, in float32 (or wider) even under autocast."""
+        """The MLP's offsets `[B, m, 2]` for the pairs, in float32 (or wider) even under autocast.
+
+        `features` `[B, C, h, w]` is the grid of patch tokens, `p_i`, `p_j` `[B, m, 2]` the (row, col)
+        cells of the pairs, whose embeddings are concatenated as the MLP's input.
+        """
         b, c, _, w = features.shape
         flat = features.flatten(2)  # [B, C, h*w]
 
@@ -160,7 +173,11 @@ class DenseRelativeLoc(nn.Module):
         return x
 
     def forward(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The mean L1 loss between the MLP's offsets and the targets of freshly drawn pairs."""
+        """The mean L1 loss between the MLP's offsets and the targets of freshly drawn pairs.
+
+        `features` `[B, C, h, w]` is the grid of patch tokens; `generator`, if given, draws the pairs
+        (see `sample_pairs`), else the global RNG of the features' device does.
+        """
         b, h, w = self._check(features)
         p_i, p_j = self.sample_pairs(b, (h, w), features.device, generator)
         pred = self.predict(features, p_i, p_j)

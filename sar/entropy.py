@@ -79,6 +79,7 @@ def _reduce(per_map: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 def spatial_entropy(S: torch.Tensor, eps: float = 1e-9, reduction: Reduction = "mean") -> torch.Tensor:
     """Spatial entropy of the similarity maps `S` `[B, H, k, k]` (Eq. 7-9).
 
+    `eps` (>= 0) is added to each above-mean cell's mass B, so that no blob has zero mass (log 0).
     `reduction="none"` gives the `[B, H]` per-map entropies, `"mean"` their mean (L_se of Eq. 9, averaged
     over the batch). Computed in float32 (or wider) even under autocast. A map with no component (a flat
     map) contributes 0 with a zero gradient; a map holding NaN or inf gives NaN (and a zero gradient).
@@ -93,8 +94,11 @@ def spatial_entropy(S: torch.Tensor, eps: float = 1e-9, reduction: Reduction = "
 
 
 def tv_loss(S: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
-    """Total-variation loss of Eq. 14 (Appendix B): per map, the sum of absolute differences between
-    horizontally and vertically adjacent cells; `"mean"` averages over heads and batch."""
+    """Total-variation loss of Eq. 14 (Appendix B) of the similarity maps `S` `[B, H, k, k]`.
+
+    Per map, the sum of absolute differences between horizontally and vertically adjacent cells;
+    `reduction="none"` gives these `[B, H]` per-map values, `"mean"` their mean over heads and batch.
+    """
     _check_maps("tv_loss", S, reduction)
     x = S.to(_compute_dtype(S))  # differences, abs and sums are not autocast ops: they stay in this dtype
     horizontal = (x[..., :, 1:] - x[..., :, :-1]).abs().sum(dim=(-2, -1))

@@ -31,6 +31,7 @@ MODEL_NAMES = (
     "sar_pvt_small",
     "sar_cvt_13",
 )
+"""The timm names of the SAR-ready models registered here, one per family of the paper's experiments."""
 
 __all__ = [
     "LAST_BLOCKS",

@@ -98,13 +98,17 @@ class SimilarityModel(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The logits `[B, num_classes]` from the final tokens `x` of `forward_features` (timm's contract);
+        with `pre_logits`, the classifier's input `[B, C]` instead."""
         raise NotImplementedError
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Final tokens `[B, 1 + h*w, C]`: [CLS] first, then the final patch grid (DRLoc, segmentation)."""
+        """Final tokens `[B, 1 + h*w, C]` of the images `x` `[B, C_in, H, W]`: [CLS] first, then the final
+        patch grid (DRLoc, segmentation)."""
         return self._tokens(x, with_similarity=False)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits `[B, num_classes]` of the images `x` `[B, C_in, H, W]`, without S (evaluation)."""
         return self.forward_head(self.forward_features(x))
 
     def forward_with_similarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,14 +117,14 @@ class SimilarityModel(nn.Module):
         return self.forward_head(tokens), S
 
     def forward_features_with_similarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The final tokens of `forward_features` and S, from one pass (SAR next to a token-level loss such
+        """The final tokens of `forward_features(x)` and S, from one pass (SAR next to a token-level loss such
         as DRLoc's)."""
         tokens, S = self._tokens(x, with_similarity=True)
         return tokens, S
 
     def set_similarity(self, kind: str) -> None:
-        """What `forward_with_similarity` returns as S: "dot" (Eq. 4, the last block's pre-softmax attention
-        logits; the default) or "cosine" (Eq. 15, Appendix B). The attention itself is unchanged."""
+        """What `forward_with_similarity` returns as S: `kind` "dot" (Eq. 4, the last block's pre-softmax
+        attention logits; the default) or "cosine" (Eq. 15, Appendix B). The attention itself is unchanged."""
         if kind not in SIMILARITIES:
             raise ValueError(f"{self.model_name}: similarity must be one of {SIMILARITIES}, got {kind!r}")
         for module in self.modules():
@@ -196,8 +200,11 @@ class SimilarityModel(nn.Module):
         self, pos_embed: torch.Tensor, grid: Grid, build_grid: Grid, num_prefix_tokens: int
     ) -> torch.Tensor:
         """A ViT-style position embedding `[1, (prefix +) h*w, C]` for the token grid `grid` (timm's
-        `resample_abs_pos_embed`, bicubic). Called from this module, which defines the `forward` that FX
-        traces: FX keeps timm's notrace functions as graph leaves only in the namespaces it patches."""
+        `resample_abs_pos_embed`, bicubic): `pos_embed` is the one built for the grid `build_grid`, its
+        first `num_prefix_tokens` entries ([CLS]'s, where the table has one) kept as they are.
+
+        Called from this module, which defines the `forward` that FX traces: FX keeps timm's notrace
+        functions as graph leaves only in the namespaces it patches."""
         return resample_abs_pos_embed(
             pos_embed, new_size=grid, old_size=build_grid, num_prefix_tokens=num_prefix_tokens
         )
@@ -211,15 +218,17 @@ class SimilarityModel(nn.Module):
     def run_last_block(
         self, block: SARBlock, x: torch.Tensor, grid: Grid, with_similarity: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A `SARBlock` on tokens whose patch grid is `grid`, and its S when asked for (else None)."""
+        """`block` (a `SARBlock`) on tokens `x` `[B, N, C]` whose patch grid is `grid`, under grad
+        checkpointing when it is on, and its S when `with_similarity` (else None)."""
         if with_similarity:
             return self.checkpointed(block.forward_with_similarity, x, grid)
         return self.checkpointed(block, x, grid), None
 
     def take_indices(self, count: int, indices: Indices, what: str) -> tuple[list[int], int]:
         """The indices of timm's `forward_intermediates` (None: all, n: the last n, a sequence: those,
-        negative ones from the end): the absolute indices and the largest, or a ValueError naming the model
-        and the bad value. Written here: timm's own `feature_take_indices` is private."""
+        negative ones from the end) among `count` blocks or stages (`what` names them in the error): the
+        absolute indices and the largest, or a ValueError naming the model and the bad value. Written here:
+        timm's own `feature_take_indices` is private."""
         if isinstance(indices, int):
             bad = not 0 < indices <= count
         else:
@@ -236,6 +245,7 @@ class SimilarityModel(nn.Module):
         return take, max(take)
 
     def check_output_fmt(self, output_fmt: str, allowed: tuple[str, ...]) -> None:
+        """A ValueError naming the model unless `output_fmt` of `forward_intermediates` is in `allowed`."""
         if output_fmt not in allowed:
             raise ValueError(f"{self.model_name}: output_fmt must be one of {allowed}, got {output_fmt!r}")
 

@@ -114,7 +114,17 @@ class ConvAttention(FusedAttentionOutput):
 
 class ConvolutionalVisionTransformer(PyramidModel):
     """CvT: three stages of convolutional token embedding and convolutional-projection blocks; [CLS]
-    joins the last. Its feature maps (`forward_intermediates`, `features_only`) have strides 4/8/16."""
+    joins the last. Its feature maps (`forward_intermediates`, `features_only`) have strides 4/8/16.
+
+    Arguments (defaults: CvT-13): `img_size` (the square build size) and `in_chans` of the images,
+    `num_classes` (0: no classifier); per stage, `patch_sizes`, `patch_strides` and `patch_paddings` of
+    the embedding conv, `embed_dims` (widths), `num_heads` and `depths` (blocks); `mlp_ratio` (MLP hidden
+    width / width), `qkv_bias` (biases of the q, k, v linear layers), `drop_rate` (dropout of each
+    stage's input tokens, after the attention projection and in the MLP), `attn_drop_rate` (attention
+    dropout), `drop_path_rate` (stochastic depth, linear up to it over the [CLS] stage only, as CvT-13 is
+    configured), `last_block` (Tab. 1b, see `SARBlock`) and `dense_cls` (must be True: see
+    `PyramidModel`; CvT projects [CLS] apart from its token map, so the [CLS] stage has no map without it).
+    """
 
     first_conv = "embeds.0.proj"
 
@@ -211,9 +221,11 @@ class ConvolutionalVisionTransformer(PyramidModel):
         return (h, w), (_conv_out(h, 3, KV_STRIDE, 1), _conv_out(w, 3, KV_STRIDE, 1))
 
     def stage_embeds(self) -> nn.ModuleList:
+        """The per-stage `ConvEmbed`s, each `[B, C_in, H, W]` -> (tokens `[B, h*w, C]`, grid (h, w))."""
         return self.embeds
 
     def keep_stages(self, n: int) -> None:
+        """Drop all but the first `n` stages, their embeddings with them (`prune_intermediate_layers`)."""
         self.embeds, self.stages = self.embeds[:n], self.stages[:n]
 
 
@@ -222,5 +234,8 @@ default_cfgs = registry_cfgs(ConvolutionalVisionTransformer.first_conv, "sar_cvt
 
 @register_model
 def sar_cvt_13(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """CvT-13 with a SAR-ready last block. S is 7x7 at 224 (see the module docstring)."""
+    """CvT-13 with a SAR-ready last block. S is 7x7 at 224 (see the module docstring).
+
+    `pretrained` must be False: no weights are shipped (timm's `create_model` passes it).
+    """
     return ConvolutionalVisionTransformer.create("sar_cvt_13", pretrained, kwargs)

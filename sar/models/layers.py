@@ -15,6 +15,7 @@ from sar.entropy import cls_similarity
 
 LastBlock = Literal["standard", "no_msa_skip", "sar", "no_skips"]
 LAST_BLOCKS: tuple[str, ...] = get_args(LastBlock)
+"""The `last_block` variants of Tab. 1b, in its row order (A-D): the values `mode` and `last_block` take."""
 Grid = tuple[int, int]
 
 
@@ -35,6 +36,10 @@ class SARBlock(nn.Module):
     The attention module takes `(x, grid)` (grid: the patch-token grid of x) and has
     `forward_with_similarity(x, grid) -> (out, S)`. Drop path only ever drops a branch that has a skip.
     Parameter names match timm's `Block` (norm1, attn, norm2, mlp), so standard checkpoints load.
+
+    `norm1`, `attn`, `norm2`, `mlp`: the block's modules (`norm2` is replaced by an identity in `"sar"`
+    and `"no_skips"`); `drop_path`: the stochastic-depth rate of the skipped branches; `mode`: the row of
+    Tab. 1b, one of `LAST_BLOCKS`.
     """
 
     def __init__(
@@ -67,6 +72,11 @@ class SARBlock(nn.Module):
         drop_path: float = 0.0,
         mode: LastBlock = "standard",
     ) -> "SARBlock":
+        """A block of width `dim` around the attention module `attn`, with timm's `Mlp` and norms.
+
+        The MLP's hidden width is `dim * mlp_ratio`, with activation `act_layer` and dropout `drop`;
+        `norm_layer(dim)` makes the two norms; `drop_path` and `mode` are the constructor's.
+        """
         mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
         return cls(norm_layer(dim), attn, norm_layer(dim), mlp, drop_path=drop_path, mode=mode)
 
@@ -76,9 +86,11 @@ class SARBlock(nn.Module):
         return mlp_out if self.mode == "no_skips" else z + self.drop_path2(mlp_out)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """The block's output `[B, N, C]` for tokens `x` `[B, N, C]` whose patches lie on `grid` (h, w)."""
         return self._finish(x, self.attn(self.norm1(x), grid))
 
     def forward_with_similarity(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward(x, grid)` and the attention's similarity maps S `[B, H, h, w]` of the same pass."""
         out, S = self.attn.forward_with_similarity(self.norm1(x), grid)
         return self._finish(x, out), S
 

@@ -72,6 +72,7 @@ LOCAL_KWARGS: dict[str, dict[str, Any]] = {
     },
     **{name: dict(TIMM_LOCAL_KWARGS) for name in timm.list_models(TIMM_FAMILIES)},
 }
+"""Registered model name -> the architecture arguments of its local-scale member (`local_kwargs` copies)."""
 
 
 def local_kwargs(name: str) -> dict[str, Any]:

@@ -107,7 +107,16 @@ class PyramidVisionTransformer(PyramidModel):
     segmentation backbone (whai362/PVT, `segmentation/pvt.py`): strides 4/8/16/32, stage 4 run on its
     patch tokens alone with its position embedding's [CLS] entry left out (`pos_embed4[:, 1:]`), the
     classifier's `cls_token` unused. `dense_cls=True` runs stage 4 with [CLS] for the maps instead, as the
-    classifier does (the SAR last block sees the same token set as in pre-training)."""
+    classifier does (the SAR last block sees the same token set as in pre-training).
+
+    Arguments (defaults: PVT-Small): `img_size` (the square build size) and `in_chans` of the images,
+    `num_classes` (0: no classifier); per stage, `patch_sizes` (kernel = stride of the patch embedding),
+    `embed_dims` (widths), `num_heads`, `mlp_ratios` (MLP hidden width / width), `depths` (blocks) and
+    `sr_ratios` (the spatial reduction of keys and values; 1 in the last stage, where S needs every
+    key); `qkv_bias` (biases of the q, k, v layers), `drop_rate` (dropout after the position embedding,
+    the attention projection and in the MLP), `attn_drop_rate` (attention dropout), `drop_path_rate`
+    (stochastic depth, linear up to it over all blocks) and `last_block` (Tab. 1b, see `SARBlock`).
+    """
 
     first_conv = "patch_embeds.0.proj"
 
@@ -196,7 +205,7 @@ class PyramidVisionTransformer(PyramidModel):
             h, w = h // patch, w // patch
         return (h, w), (h, w)
 
-    def stage_position(self, stage, grid):
+    def stage_position(self, stage, grid) -> torch.Tensor:
         """Stage `stage`'s position embedding on the token grid `grid`: the parameter itself on the build
         grid, else resized bilinearly (the official `_get_pos_embed`); the last stage's [CLS] entry kept."""
         return resample_abs_pos_embed(
@@ -209,9 +218,12 @@ class PyramidVisionTransformer(PyramidModel):
         )
 
     def stage_embeds(self) -> nn.ModuleList:
+        """The per-stage `PatchEmbed`s, each `[B, C_in, H, W]` -> (tokens `[B, h*w, C]`, grid (h, w))."""
         return self.patch_embeds
 
     def keep_stages(self, n: int) -> None:
+        """Drop all but the first `n` stages, their embeddings and position embeddings with them
+        (`prune_intermediate_layers`)."""
         self.patch_embeds, self.pos_embeds, self.stages = (
             self.patch_embeds[:n],
             self.pos_embeds[:n],
@@ -224,5 +236,8 @@ default_cfgs = registry_cfgs(PyramidVisionTransformer.first_conv, "sar_pvt_small
 
 @register_model
 def sar_pvt_small(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """PVT-Small (v1) with a SAR-ready last block."""
+    """PVT-Small (v1) with a SAR-ready last block.
+
+    `pretrained` must be False: no weights are shipped (timm's `create_model` passes it).
+    """
     return PyramidVisionTransformer.create("sar_pvt_small", pretrained, kwargs)

@@ -121,7 +121,16 @@ class T2TModule(nn.Module):
 
 
 class T2TViT(TokenModel, ClsHeadModel):
-    """T2T-ViT: the T2T module, then timm's ViT blocks (the last a `SARBlock`) on one token grid."""
+    """T2T-ViT: the T2T module, then timm's ViT blocks (the last a `SARBlock`) on one token grid.
+
+    Arguments (defaults: T2T-ViT_t-14): `img_size` (the square build size) and `in_chans` of the images,
+    `num_classes` (0: no classifier); `embed_dim`, `depth` (blocks), `num_heads`, `mlp_ratio` (MLP hidden
+    width / width) and `qkv_bias` of the ViT blocks; `token_dim` (the token transformers' width) and the
+    three soft splits' `t2t_kernels`, `t2t_strides` and `t2t_paddings`; `drop_rate` (dropout after the
+    position embedding, the attention projection and in the MLP), `attn_drop_rate` (attention dropout),
+    `drop_path_rate` (stochastic depth, linear up to it over the blocks) and `last_block` (Tab. 1b, see
+    `SARBlock`).
+    """
 
     first_conv = "tokens_to_token.attention1.attn.qkv"  # no conv: the first projection of the pixels
 
@@ -218,5 +227,8 @@ default_cfgs = registry_cfgs(T2TViT.first_conv, "sar_t2t_vit_14", crop_pct=CROP_
 
 @register_model
 def sar_t2t_vit_14(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """T2T-ViT-14 (T2T-ViT_t-14: transformer tokens-to-token) with a SAR-ready last block."""
+    """T2T-ViT-14 (T2T-ViT_t-14: transformer tokens-to-token) with a SAR-ready last block.
+
+    `pretrained` must be False: no weights are shipped (timm's `create_model` passes it).
+    """
     return T2TViT.create("sar_t2t_vit_14", pretrained, kwargs, crop_pct=CROP_PCT)

@@ -117,7 +117,9 @@ class SARVisionTransformer(TokenModel, VisionTransformer):
             x = torch.cat([cls, x + pos], dim=1) if self.no_embed_class else torch.cat([cls, x], dim=1) + pos
         return self.norm_pre(self.patch_drop(self.pos_drop(x))), grid
 
-    def forward_head(self, x, pre_logits: bool = False):
+    def forward_head(self, x, pre_logits: bool = False) -> torch.Tensor:
+        """timm's head on the final tokens `x` `[B, 1 + h*w, C]`: the logits of the [CLS] token, or with
+        `pre_logits` the classifier's input `[B, C]`."""
         return VisionTransformer.forward_head(self, x, pre_logits=pre_logits)
 
 
@@ -138,13 +140,19 @@ default_cfgs = registry_cfgs(FIRST_CONV, "sar_vit_tiny_patch16_224", "sar_vit_sm
 
 @register_model
 def sar_vit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """ViT-T/16 (DeiT-Ti: dim 192, depth 12, 3 heads) with a SAR-ready last block (default `"sar"`)."""
+    """ViT-T/16 (DeiT-Ti: dim 192, depth 12, 3 heads) with a SAR-ready last block (default `"sar"`).
+
+    `pretrained` must be False: no weights are shipped (timm's `create_model` passes it).
+    """
     defaults = {"patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3}
     return _create("sar_vit_tiny_patch16_224", pretrained, defaults, kwargs)
 
 
 @register_model
 def sar_vit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """ViT-S/16 (DeiT-S: dim 384, depth 12, 6 heads) with a SAR-ready last block (default `"sar"`)."""
+    """ViT-S/16 (DeiT-S: dim 384, depth 12, 6 heads) with a SAR-ready last block (default `"sar"`).
+
+    `pretrained` must be False: no weights are shipped (timm's `create_model` passes it).
+    """
     defaults = {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6}
     return _create("sar_vit_small_patch16_224", pretrained, defaults, kwargs)
