@@ -28,7 +28,7 @@ from harness.eval import (
 )
 
 # AugMix's ALEXNET_ERR (google-research/augmix imagenet.py): AlexNet's error per corruption, averaged over
-# the 5 severities (protocols.md section 3).
+# the 5 severities (docs/protocols.md section 3).
 ALEXNET_MEAN = {
     "gaussian_noise": 0.886428,
     "shot_noise": 0.894468,

@@ -1,4 +1,5 @@
-"""ADE20K (SceneParsing, ADEChallengeData2016) in mmseg's layout, for Tab. 12 (protocols.md sections 6, 9):
+"""ADE20K (SceneParsing, ADEChallengeData2016) in mmseg's layout, for Tab. 12
+(docs/protocols.md sections 6, 9):
 `<root>/ADEChallengeData2016/{images,annotations}/{training,validation}/`, images `*.jpg` and label maps
 `*.png` of the same name. Label 0 ("other objects") is ignored and 1..150 become 0..149 (mmseg's
 `reduce_zero_label`); the maps hold no 255, which marks ignored pixels from then on."""

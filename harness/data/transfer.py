@@ -209,7 +209,7 @@ def _load_mat(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def flowers102(root: Path, split: str, transform: Transform | None = None) -> ListedImages:
-    """Flowers102 as SAR fine-tunes on it (protocols.md section 2: SAR's `datasets.py` uses MoCo-v3's
+    """Flowers102 as SAR fine-tunes on it (docs/protocols.md section 2: SAR's `datasets.py` uses MoCo-v3's
     `oxford_flowers_dataset.py`): "train" = setid's trnid followed by valid (1,020 + 1,020 = 2,040
     images), "val" = tstid (6,149), the test set of Tab. 4. Label = imagelabels[id - 1] - 1 (the file's
     1..102 -> 0..101); image `id` is jpg/image_<id:05d>.jpg. Classes are torchvision's Flowers102 names."""
@@ -479,7 +479,7 @@ IMAGENET_C_SEVERITIES = (1, 2, 3, 4, 5)
 def imagenet_c_transform() -> T.Compose:
     """The evaluation transform of ImageNet-C: to-tensor and ImageNet mean/std only. Its images are already
     224 x 224, and resizing (Resize(256) + CenterCrop(224), as AugMix's `imagenet.py` does) would rescale
-    them (protocols.md section 3; Bai et al. use ToTensor + Normalize)."""
+    them (docs/protocols.md section 3; Bai et al. use ToTensor + Normalize)."""
     return T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
@@ -580,10 +580,10 @@ def check_voc(root: Path) -> None:
 
 class VOCSegmentationVal(VOCSegmentation):
     """PASCAL VOC 2012 segmentation val (1,449 images, ImageSets/Segmentation/val.txt) as SAR's
-    `evaluate_segmentation.py` reads it (protocols.md section 4): items are (image, label map), both resized
-    to `size` (H, W) without keeping the aspect ratio, the image bilinearly (torchvision Resize's default
-    there) and then passed through `transform` (default: to-tensor + ImageNet mean/std), the label map with
-    nearest neighbour (PIL forces it on palette images) into an int64 [H, W] tensor of 0 background,
+    `evaluate_segmentation.py` reads it (docs/protocols.md section 4): items are (image, label map), both
+    resized to `size` (H, W) without keeping the aspect ratio, the image bilinearly (torchvision Resize's
+    default there) and then passed through `transform` (default: to-tensor + ImageNet mean/std), the label
+    map with nearest neighbour (PIL forces it on palette images) into an int64 [H, W] tensor of 0 background,
     1..20 classes and 255 void. `.images` / `.targets` are the JPEG / PNG paths (torchvision's names)."""
 
     classes: ClassVar[list[str]] = list(VOC_CLASSES)

@@ -1,6 +1,6 @@
 """The segmentation engine (Tab. 12, Appendix C.3.1): an upstream run's PVT (its last block as trained)
 under a Semantic FPN, trained on ADE20K as PVT's `fpn_pvt_s_ade20k_40k.py` does on mmseg v0.13
-(protocols.md section 6), counted in iterations.
+(docs/protocols.md section 6), counted in iterations.
 
 - Model: the upstream classifier's weights, strictly but for its head, then pruned to the four stage
   maps (`harness.segment.model`); FPN neck 256, FPNHead 128, dropout 0.1, BN synchronised under DDP.

@@ -1,7 +1,7 @@
 """Evaluation metrics as plain functions, each registered in `METRICS` with a name and a direction:
 top-k accuracy, ImageNet-A accuracy and ImageNet-C mCE (Tab. 5), and the Jaccard of thresholded attention
 against PASCAL VOC-12 (Tabs. 6 and 9b), and semantic segmentation's mIoU (Tab. 12). Sources: the
-project's protocol notes (protocols.md, sections 3, 4 and 6)."""
+project's protocol notes (docs/protocols.md, sections 3, 4 and 6)."""
 
 from harness.eval.classification import (
     imagenet_a_accuracy,

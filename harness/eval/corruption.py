@@ -1,5 +1,5 @@
 """ImageNet-C: the mean corruption error (mCE) of Hendrycks & Dietterich (2019), normalised by AlexNet's
-errors, and the unnormalised mean error logged beside it (Tab. 5; see protocols.md section 3)."""
+errors, and the unnormalised mean error logged beside it (Tab. 5; see docs/protocols.md section 3)."""
 
 import math
 from collections.abc import Mapping, Sequence

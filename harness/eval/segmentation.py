@@ -1,5 +1,5 @@
-"""Attention maps as segmentations (Tabs. 6 and 9b; protocols.md section 4): DINO's 60%-mass threshold and
-the Jaccard index against PASCAL VOC-12 ground truth, best head per class."""
+"""Attention maps as segmentations (Tabs. 6 and 9b; docs/protocols.md section 4): DINO's 60%-mass
+threshold and the Jaccard index against PASCAL VOC-12 ground truth, best head per class."""
 
 import numpy as np
 import torch
@@ -98,7 +98,7 @@ def best_head_jaccard(head_masks, gt_labels, void: int = VOID, exclude_void: boo
 
 
 # ------------------------------------------------------------------------------------------ semantic mIoU
-# Tab. 12 (protocols.md section 6): mmseg v0.13's `mean_iou`. Per image, the pixels whose label is the
+# Tab. 12 (docs/protocols.md section 6): mmseg v0.13's `mean_iou`. Per image, the pixels whose label is the
 # ignore index are dropped; intersection, union, predicted and labelled areas per class are summed over
 # the whole validation set; IoU = intersection / union per class; mIoU is their nan-mean, i.e. a class
 # absent from both the labels and the predictions of every image (union 0) is left out, while a class that
