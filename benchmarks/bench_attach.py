@@ -26,6 +26,7 @@ MEMBERS = {  # family: (timm model, its arguments); BEiT has no small member, so
     "BEiT/16 at ViT-S width": ("beit_base_patch16_224", {"embed_dim": 384, "num_heads": 6}),
 }
 MIB = 2**20
+CPU = torch.device("cpu")
 
 
 def saved_activation_bytes(loss_fn: Callable[[], torch.Tensor], params: set[int]) -> int:
@@ -44,20 +45,34 @@ def saved_activation_bytes(loss_fn: Callable[[], torch.Tensor], params: set[int]
     return sum(storages.values())
 
 
-def bench(family: str, batch: int, repeats: int) -> dict:
+def bench(
+    family: str,
+    batch: int,
+    repeats: int,
+    device: torch.device = CPU,
+    autocast: torch.dtype | None = None,
+) -> dict:
+    """One family's step unmodified and with SAR, on `device`, under `autocast` where given (the GPU
+    section of `python -m benchmarks gpu` runs it in bf16)."""
     name, kwargs = MEMBERS[family]
     torch.manual_seed(0)
-    baseline = timm.create_model(name, num_classes=1000, **kwargs).train()
+    baseline = timm.create_model(name, num_classes=1000, **kwargs).train().to(device)
     ours = sar.attach(copy.deepcopy(baseline), last_block="sar")
-    x, y = torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,))
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
     S_shape = (batch, ours.blocks[-1].attn.num_heads, *ours.similarity_grid_for((224, 224)))
 
+    def cast() -> torch.autocast:
+        return torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
+
     def baseline_loss() -> torch.Tensor:
-        return F.cross_entropy(baseline(x), y)
+        with cast():
+            return F.cross_entropy(baseline(x), y)
 
     def sar_loss() -> torch.Tensor:
-        logits, S = ours.forward_with_similarity(x)
-        return F.cross_entropy(logits, y) + LAMBDA * sar.spatial_entropy(S)
+        with cast():
+            logits, S = ours.forward_with_similarity(x)
+            return F.cross_entropy(logits, y) + LAMBDA * sar.spatial_entropy(S)
 
     def step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def run() -> None:
@@ -73,6 +88,8 @@ def bench(family: str, batch: int, repeats: int) -> dict:
     return {
         "family": family,
         "model": name,
+        "device": device.type,
+        "dtype": str(autocast or torch.float32).removeprefix("torch."),
         "batch": batch,
         "baseline_ms": 1e3 * seconds["baseline"],
         "sar_ms": 1e3 * seconds["sar"],
@@ -85,7 +102,11 @@ def bench(family: str, batch: int, repeats: int) -> dict:
 
 
 def report(rows: list[dict]) -> None:
-    print(f"\nsar.attach on the CPU: training step, batch {rows[0]['batch']}, 224 px, float32 (ms, median)")
+    first = rows[0]
+    print(
+        f"\nsar.attach on the {first['device'].upper()}: training step, batch {first['batch']}, 224 px, "
+        f"{first['dtype']} (ms, median)"
+    )
     print(f"  {'family':<24}{'unmodified':>11}{'+ SAR':>9}{'ratio':>7}   S, KiB   saved activations, MiB")
     for r in rows:
         extra = r["saved_sar_bytes"] - r["saved_baseline_bytes"]

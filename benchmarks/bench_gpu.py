@@ -8,6 +8,8 @@
    (CE only), the engine's baseline row (CE, L_se of S.detach() logged) and SAR (CE + 0.01 L_se).
 4. host_sync: the SAR step as the new core runs it (host reads every `log_every` steps) against the
    previous engine's per-step syncs (`.item()` on the finiteness flag, its all-reduce, loss, ce and aux).
+5. attach: `sar.attach`'s cost per timm family (ViT, distilled DeiT, DeiT-III, registers, EVA-02, RoPE-ViT,
+   BEiT): the training step at batch 64 in bf16 with and without SAR, and the memory S adds.
 
 Results go to `--out` as JSON after every section (a run cut short keeps what it measured). Exit 0 when all
 is well, 1 on any mismatch or failed section, 3 without CUDA. `TRITON_INTERPRET=1 ... --cpu-smoke` runs
@@ -594,11 +596,27 @@ def _print_variants(variants: dict[str, dict]) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # the run
 
+
+def attach(plan: Plan, device: torch.device) -> dict:
+    """`benchmarks attach`'s rows on this device, bf16 on a GPU: each timm family's training step with and
+    without SAR attached, and the memory S and its backward add (the CPU smoke run: ViT-S alone, batch 2)."""
+    from benchmarks import bench_attach
+
+    on_gpu = device.type == "cuda"
+    families = list(bench_attach.MEMBERS) if on_gpu else ["ViT-S/16"]
+    batch, repeats = (plan.batch // 4, 10) if on_gpu else (2, 1)
+    dtype = torch.bfloat16 if on_gpu else None
+    rows = [bench_attach.bench(family, batch, repeats, device, dtype) for family in families]
+    bench_attach.report(rows)
+    return {"rows": rows}
+
+
 SECTIONS: dict[str, Callable[[Plan, torch.device], dict]] = {
     "correctness": correctness,
     "loss": loss,
     "train_step": train_step,
     "host_sync": host_sync,
+    "attach": attach,
 }
 
 
@@ -694,6 +712,9 @@ def summary(results: dict[str, dict]) -> None:
             f"  SAR step overhead: {r['sar_overhead_pct']:+.1f}% (goal <= {GOAL_OVERHEAD_PCT}%:"
             f" {_verdict(r['goal_met'])})"
         )
+    for row in results.get("attach", {}).get("rows", []):
+        ratio, kib = row["sar_time_ratio"], row["S_bytes"] / 1024
+        print(f"  sar.attach {row['family']}: step x{ratio:.3f}, S {kib:.0f} KiB")
     if "variants" in results.get("host_sync", {}):
         r = results["host_sync"]["variants"]
         print(

@@ -15,7 +15,7 @@ from benchmarks import bench_gpu
 from benchmarks.bench_gpu import EXIT_NO_GPU, SMOKE, canonical_labels
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("correctness", "loss", "train_step", "host_sync")
+SECTIONS = ("correctness", "loss", "train_step", "host_sync", "attach")
 
 
 def _run(*args: str, interpret: bool) -> subprocess.CompletedProcess:
@@ -128,3 +128,12 @@ def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path, monkey
     written = json.loads(out.read_text())
     assert written["failures"] == found and written["results"]["correctness"]["label_mismatches"] == 2
     assert "FAILED correctness: 2 label mismatches" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_attach_section_times_a_timm_family_with_and_without_sar(smoke):
+    """On the GPU every family of `benchmarks attach` in bf16; the smoke run: ViT-S/16 at batch 2."""
+    (row,) = smoke["results"]["attach"]["rows"]
+    assert (row["family"], row["device"], row["dtype"]) == ("ViT-S/16", "cpu", "float32")
+    assert _positive(row["baseline_ms"]) and _positive(row["sar_ms"]) and _positive(row["sar_time_ratio"])
+    assert row["S_shape"] == [2, 6, 14, 14] and row["S_bytes"] == 4 * 2 * 6 * 14 * 14
