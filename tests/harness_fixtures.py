@@ -1,6 +1,9 @@
-"""A tiny recipe on the synthetic dataset: trains in seconds on a CPU."""
+"""A tiny recipe on the synthetic dataset: trains in seconds on a CPU; and the Slurm tests' cluster check."""
 
+import os
 from pathlib import Path
+
+import pytest
 
 TINY = """
 defaults:
@@ -45,3 +48,12 @@ def write_tiny(folder: Path, runs: Path) -> Path:
     path = folder / "tiny.yaml"
     path.write_text(TINY.format(runs=runs, kwargs=TINY_KWARGS))
     return path
+
+
+def require_cluster(problem: str | None) -> None:
+    """Skip a test of the Slurm cluster where `problem` says it is not usable, or fail where CI brought it
+    up and requires it (REQUIRE_SLURM=1)."""
+    if problem and os.environ.get("REQUIRE_SLURM") == "1":
+        pytest.fail(f"REQUIRE_SLURM=1 but {problem}")
+    if problem:
+        pytest.skip(problem)

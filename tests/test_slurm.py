@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import submitit
 
-from tests.harness_fixtures import TINY_OVERRIDES, write_tiny
+from tests.harness_fixtures import TINY_OVERRIDES, require_cluster, write_tiny
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # real jobs: minutes, not seconds
 
@@ -44,11 +44,7 @@ def _cluster_problem() -> str | None:
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm_cluster():
-    problem = _cluster_problem()
-    if problem and os.environ.get("REQUIRE_SLURM") == "1":  # CI, after bringing the cluster up
-        pytest.fail(f"REQUIRE_SLURM=1 but {problem}")
-    if problem:
-        pytest.skip(problem)
+    require_cluster(_cluster_problem())
 
 
 def _executor(folder: Path, **parameters) -> submitit.AutoExecutor:
