@@ -120,8 +120,10 @@ def test_two_processes_probe_as_one(tmp_path):
         runs = tmp_path / f"probe{processes}"
         local = ["launcher=local", f"launcher.folder={runs / 'submitit'}", "resources.tasks_per_node=2"]
         launch = local if processes == 2 else []
-        _run_to_end("run", str(probes), "--rows", "probe", f"runs_root={runs}", *launch)
-        (run,) = (r for r in load_recipe(probes, [f"runs_root={runs}"])[1] if r.rows == ["probe"])
+        every_epoch = "local.eval_every=1"  # both epochs validated (a local run validates its last only)
+        _run_to_end("run", str(probes), "--rows", "probe", f"runs_root={runs}", every_epoch, *launch)
+        _, runs_of = load_recipe(probes, [f"runs_root={runs}", every_epoch])
+        (run,) = (r for r in runs_of if r.rows == ["probe"])
         folder = run_dir(run.config, run.uid)
         assert read_result(folder)[0].provenance["world_size"] == processes
         records[processes] = read_metrics(folder)
