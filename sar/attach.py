@@ -218,7 +218,8 @@ FAMILIES = (
 
 
 class AttachedModel(nn.Module):
-    """What `attach` adds to the model's own class: `forward_with_similarity` and `similarity_grid_for`."""
+    """What `attach` adds to the model's own class: `forward_with_similarity`,
+    `forward_features_with_similarity` and `similarity_grid_for`."""
 
     _sar_family: ClassVar[_Family]
     last_block: str
@@ -231,13 +232,19 @@ class AttachedModel(nn.Module):
 
     def forward_with_similarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (as `forward`) and S `[B, H, kh, kw]` from one pass; grad checkpointing as `forward`."""
+        tokens, S = self.forward_features_with_similarity(x)
+        return self.forward_head(tokens), S
+
+    def forward_features_with_similarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final tokens `x` leads to (after the model's norm: prefix tokens, then the patch grid) and S
+        `[B, H, kh, kw]`, from one pass: what a training loop with a head of its own needs."""
         grid = self.similarity_grid_for(x.shape[-2:])
         tokens, block_kwargs = self._sar_family.stem(self, x)
         *body, last = self.blocks
         for i, block in enumerate(body):
             tokens = self._run(block, tokens, **block_kwargs(i))
         tokens, S = self._run(last.forward_with_similarity, tokens, grid, **block_kwargs(len(body)))
-        return self.forward_head(self.norm(tokens)), S
+        return self.norm(tokens), S
 
     def __reduce_ex__(self, protocol: int) -> tuple:
         """Pickle (torch.save of the whole model, multiprocessing) by the model's own class: the class

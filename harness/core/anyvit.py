@@ -53,19 +53,9 @@ def pretrained_problem(model_kwargs: dict[str, Any]) -> str | None:
 
 
 class Harnessed(nn.Module):
-    """What the engines call on a model beyond `sar.attach`'s `forward_with_similarity` (the interface of
-    `sar.models.SimilarityModel`), for a model that `sar.attach` gave its last block."""
-
-    def forward_features_with_similarity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The final tokens (after the model's norm: prefix tokens, then the patch grid) and S, from one
-        pass: `AttachedModel.forward_with_similarity` without its head."""
-        grid = self.similarity_grid_for(x.shape[-2:])
-        tokens, block_kwargs = self._sar_family.stem(self, x)
-        *body, last = self.blocks
-        for i, block in enumerate(body):
-            tokens = self._run(block, tokens, **block_kwargs(i))
-        tokens, S = self._run(last.forward_with_similarity, tokens, grid, **block_kwargs(len(body)))
-        return self.norm(tokens), S
+    """What the engines call on a model beyond `sar.attach`'s `forward_with_similarity` and
+    `forward_features_with_similarity` (the interface of `sar.models.SimilarityModel`), for a model that
+    `sar.attach` gave its last block."""
 
     def set_similarity(self, kind: str) -> None:
         """S is Eq. 4's dot product (the attention's own logits): `sar.attach` has no cosine S (Eq. 15)."""
