@@ -218,3 +218,20 @@ def test_the_hard_objects_follow_the_clean_splits_size_range() -> None:
     small, large = extents(0.15, 0.45), extents(0.4, 0.8)
     assert large.mean() > 1.5 * small.mean()
     assert small.max() <= 0.15 + 2 / 3 * 0.3 + 2 / 64 and large.max() <= 0.4 + 2 / 3 * 0.4 + 2 / 64
+
+
+def test_local_stand_ins_are_sized_by_their_error_and_the_val_split_by_its_own():
+    """At local scale an evaluation reads 500 hard images per class (ImageNet-A's stand-in covers every
+    other class: 2,500), 40 per class of VOC's and 20 of ImageNet-C's; the val split keeps its 240."""
+    from harness.config import RECIPES_DIR
+    from harness.core.data import synthetic_config
+    from harness.recipe import load_recipe
+
+    _, runs = load_recipe(RECIPES_DIR / "table5.yaml", ["scale=local"])
+    cfg = next(r.config for r in runs if r.config.engine == "evaluate")
+    assert synthetic_config(cfg).val_per_class == 240
+    sizes = {
+        name: synthetic_config(cfg, name).val_per_class for name in ("imagenet_a", "voc2012", "imagenet_c")
+    }
+    assert sizes == {"imagenet_a": 500, "voc2012": 40, "imagenet_c": 20}
+    assert len(stand_in("imagenet_a", synthetic_config(cfg, "imagenet_a"))) == 2500

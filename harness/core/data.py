@@ -5,6 +5,7 @@ global torch RNG (which the model's drop-path uses, and which a persistent-worke
 draw from once per process, a single-process one once per epoch). Also the transforms, Mixup and the
 criterion of a protocol."""
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -90,8 +91,12 @@ def eval_transform(cfg: DictConfig, input_size: int | None = None):
     return create_transform(size, is_training=False, interpolation="bicubic", crop_pct=cfg.protocol.crop_pct)
 
 
-def synthetic_config(cfg: DictConfig) -> SyntheticConfig:
-    return SyntheticConfig(**OmegaConf.to_container(cfg.data.synthetic))
+def synthetic_config(cfg: DictConfig, stand_in: str | None = None) -> SyntheticConfig:
+    """The run's synthetic dataset; for `stand_in` (an evaluation stand-in's name), its val split sized by
+    `eval.standin_per_class` where that names it."""
+    config = SyntheticConfig(**OmegaConf.to_container(cfg.data.synthetic))
+    per_class = None if stand_in is None else cfg.eval.standin_per_class.get(stand_in)
+    return config if per_class is None else dataclasses.replace(config, val_per_class=per_class)
 
 
 def datasets(cfg: DictConfig) -> tuple[Dataset, Dataset]:

@@ -13,7 +13,6 @@ At local scale each dataset is its synthetic stand-in (harness.data.standins), b
 synthetic classes. The weights must fit the model exactly: nothing is dropped, not even the head.
 """
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -83,11 +82,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Ou
 def _dataset(cfg: DictConfig, name: str, transform, **split) -> torch.utils.data.Dataset:
     """The real dataset under `eval.roots[name]`, or its synthetic stand-in at local scale."""
     if cfg.data.dataset == "synthetic":
-        config = synthetic_config(cfg)
-        per_class = cfg.eval.standin_per_class.get(name)
-        if per_class is not None:
-            config = dataclasses.replace(config, val_per_class=per_class)
-        return stand_in(name, config, transform, **split)
+        return stand_in(name, synthetic_config(cfg, name), transform, **split)
     root = cfg.eval.roots.get(name)
     if root is None:
         raise RunFailed(f"key 'eval.roots.{name}' is not set: where does {name} lie on this machine?")

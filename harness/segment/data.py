@@ -7,7 +7,6 @@ run resumed at an iteration).
 Object vs background, not each object's class: the background holds about 90 % of the pixels, and a
 per-class trial still predicted it everywhere after 48 of the 160 local iterations."""
 
-import dataclasses
 import itertools
 
 import numpy as np
@@ -59,10 +58,7 @@ def datasets(cfg: DictConfig) -> tuple[Dataset, Dataset]:
     )
     test_pipeline = TestPipeline(img_scale=tuple(seg.img_scale), size_divisor=seg.size_divisor)
     if cfg.data.dataset == "synthetic":
-        config = synthetic_config(cfg)
-        per_class = cfg.eval.standin_per_class.get("ade20k")
-        if per_class is not None:  # the val split only: the train split is the synthetic train split
-            config = dataclasses.replace(config, val_per_class=per_class)
+        config = synthetic_config(cfg, "ade20k")  # its val split sized as ADE20K's stand-in
         keep_pil = lambda image: image  # the pipelines take PIL images and resize them themselves
         return (
             ObjectMasks(SyntheticSegmentation(config, keep_pil, split="train"), train_pipeline),
