@@ -477,3 +477,14 @@ def test_the_run_store_does_not_depend_on_the_working_folder(tmp_path, monkeypat
     _, runs = load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local", "runs_root=mine"])
     assert {r.folder.parent for r in runs} == {tmp_path / "mine" / "table1"}
     assert {r.config.launcher.folder for r in runs} == {str(tmp_path / "mine" / "_submitit")}
+
+
+def test_a_local_run_validates_its_final_epoch_unless_its_recipe_plots_a_curve():
+    """One validation per local run (an unbiased final top-1), but Tab. 2's runs, whose curves Fig. 3 draws,
+    every epoch; engines that never validate by epoch keep the default (and their uids)."""
+    _, table1 = load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local"])
+    assert all(r.config.train.eval_every == r.config.epochs > 1 for r in table1)
+    _, table2 = load_recipe(RECIPES_DIR / "table2.yaml", ["scale=local"])
+    assert {r.config.train.eval_every for r in table2} == {1}
+    _, pretraining = load_recipe(RECIPES_DIR / "table9_pretraining.yaml", ["scale=local"])
+    assert {r.config.train.eval_every for r in pretraining} == {1}
