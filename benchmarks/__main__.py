@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--out DIR]`: run every benchmark, print figures, write JSON.
+"""`python -m benchmarks [--quick] [--out DIR] [--store RUNS]`: run the benchmarks, print figures, write JSON.
 
 `python -m benchmarks gpu [--cpu-smoke] ...` (its own options: `gpu --help`) is run only when named: every
 figure the project needs from a GPU in one short run. So are `local` and `scaleout` (minutes each)."""
@@ -42,6 +42,11 @@ def main() -> None:
         help="benchmarks to run (default: all but local and scaleout)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="local: also say what the finished local runs in this run store could detect, per sub-table",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the JSON files")
     args = parser.parse_args()
     machine = {
@@ -56,7 +61,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or BENCHES:
         module = {**BENCHES, **ON_REQUEST}[name]
-        rows = importlib.import_module(f"benchmarks.{module}").run(quick=args.quick)
+        options = {"store": args.store} if name == "local" else {}
+        rows = importlib.import_module(f"benchmarks.{module}").run(quick=args.quick, **options)
         path = args.out / f"{name}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"machine": machine, "results": rows}, indent=2))

@@ -11,9 +11,16 @@
    (`benchmarks models`). Runs of the other engines
    (evaluations, self-supervised pre-training, probes, segmentation) are not estimated: the recipe's line
    says how many it has, and the README gives their measured times.
+3. What each local table could tell: the Tab. 1 SAR row (1b/F) is trained on the baseline's seeds, and the
+   spread of the per-seed differences gives, per recipe with top-1 rows, the smallest gain its seeds could
+   detect (a paired t-test at level 0.05 with power 0.8, `harness.report.aggregate.detectable_gain`) beside
+   the paper's gains there, and the sampling error of one run's top-1 on its validation images. With
+   `--store DIR` (a run store holding finished local runs), every sub-table and metric of every recipe
+   found there is measured from its own seeds instead, as its report says.
 """
 
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -27,6 +34,7 @@ TARGET_TOP1 = 60.0
 TARGET_MIN = {"table1": 30.0}  # every other recipe: DEFAULT_TARGET_MIN
 DEFAULT_TARGET_MIN = 20.0
 ROW = "1b/A"
+SAR_ROW = "1b/F"  # A + SAR: the pair whose per-seed differences stand for every table's
 REFERENCE_IMAGES = 1000  # the synthetic stand-in's training images, which the calibration trains on
 
 
@@ -52,12 +60,14 @@ def _train(
     return train_run(config, run.uid), run.folder
 
 
+def _top1(row: str, seeds: list[int], store: str) -> list[float]:
+    """`row` of the local Tab. 1's top-1 for each of `seeds`."""
+    return [_train("table1", row, seed, store)[0].metrics["top1"] for seed in seeds]
+
+
 def _baseline(seeds: list[int], store: str) -> dict:
     """The local Tab. 1 baseline row's top-1 over `seeds`."""
-    top1 = []
-    for seed in seeds:
-        result, _ = _train("table1", ROW, seed, store)
-        top1.append(result.metrics["top1"])
+    top1 = _top1(ROW, seeds, store)
     row = {
         "row": ROW,
         "seeds": seeds,
@@ -72,6 +82,79 @@ def _baseline(seeds: list[int], store: str) -> dict:
         f"{top1} (target >= {TARGET_TOP1:.0f}: {verdict})"
     )
     return row
+
+
+def _pairs(baseline: dict, store: str) -> dict:
+    """The Tab. 1 SAR row on the baseline row's seeds: the per-seed differences and their spread."""
+    seeds = baseline["seeds"]
+    sar = _top1(SAR_ROW, seeds, store)
+    differences = [a - b for a, b in zip(sar, baseline["top1"], strict=True)]
+    sd = statistics.stdev(differences) if len(differences) > 1 else math.nan
+    print(
+        f"  local Tab. 1 {SAR_ROW} - {ROW} per seed: {', '.join(f'{d:+.2f}' for d in differences)} "
+        f"(spread {sd:.2f})"
+    )
+    return {"row": SAR_ROW, "top1": sar, "differences": differences, "diff_sd": sd}
+
+
+def _gains(low: float, high: float) -> str:
+    if math.isnan(low):
+        return "none printed"
+    return f"{low:+.2f}" + (f" to {high:+.2f}" if high != low else "")
+
+
+def _resolution(recipe: str, top1: float, diff_sd: float) -> dict:
+    """What `recipe`'s local top-1 rows could tell, were their per-seed differences to spread as Tab. 1's
+    SAR pair's (`diff_sd`) and their top-1 to sit near Tab. 1's baseline (`top1`)."""
+    from harness.report.aggregate import cells, detectable_gain, sampling_error, trained_of
+
+    config, runs = _load(recipe, [])
+    row = {"recipe": recipe, "seeds": len(config.seeds), "metrics": list(config.metrics)}
+    if "top1" not in config.metrics:
+        print(f"  {recipe:<19} no top-1 rows ({', '.join(config.metrics)}): see --store or its report")
+        return row
+    images = max(trained_of(run)["val_images"] for run in runs)
+    frame = cells(config, [])
+    paper = frame.loc[(frame["metric"] == "top1") & frame["sar"], "paper_delta"].dropna()
+    row |= {
+        "val_images": images,
+        "sampling_error": sampling_error(top1, images),
+        "detectable": detectable_gain(diff_sd, row["seeds"]),
+        "paper_low": float(paper.min()) if not paper.empty else math.nan,
+        "paper_high": float(paper.max()) if not paper.empty else math.nan,
+    }
+    print(
+        f"  {recipe:<19} {images:>5,} val images: sampling error {row['sampling_error']:.1f} points; "
+        f"{row['seeds']} seeds detect a gain of {row['detectable']:.1f} or more; the paper's SAR gains "
+        f"{_gains(row['paper_low'], row['paper_high'])}"
+    )
+    return row
+
+
+def _measured_resolution(recipe_path: Path, store: Path) -> list[dict]:
+    """Per sub-table and metric of a recipe's finished local runs in `store`: what its own seeds could
+    detect (`harness.report.aggregate.power`), as its report says."""
+    from harness.report.aggregate import cells, power
+    from harness.report.render import read_table
+
+    recipe, _, records = read_table(recipe_path, ["scale=local", f"runs_root={store.resolve()}"])
+    if not any(record.result is not None for record in records):
+        return []
+    frame, rows = cells(recipe, records), []
+    for group, part in frame.groupby("group", sort=False):
+        for metric in recipe.metrics:
+            found = power(part, metric)
+            if found is None:
+                continue
+            rows.append({"recipe": recipe.name, "group": group, "metric": metric, **found})
+            error = found["sampling_error"]
+            sampled = "" if math.isnan(error) else f"; sampling error {error:.1f} on {found['val_images']:,}"
+            print(
+                f"  {recipe.name:<19} ({group or '-'}) {metric}: detectable {found['detectable']:.2f} "
+                f"({found['pairs']} pairs, spread {found['diff_sd']:.2f}); the paper's gains "
+                f"{_gains(found['paper_low'], found['paper_high'])}{sampled}"
+            )
+    return rows
 
 
 def _seconds_per_epoch(store: str) -> dict[str, tuple[float, float]]:
@@ -135,17 +218,26 @@ def _table(recipe: str, per_epoch: dict[str, tuple[float, float]]) -> dict:
     return row
 
 
-def run(quick: bool = False) -> list[dict]:
+def run(quick: bool = False, store: Path | None = None) -> list[dict]:
+    """`store`: also measure what each recipe's finished local runs there could detect."""
     from harness.config import RECIPES_DIR
 
     config, _ = _load("table1", [])
     seeds = list(config.seeds)[:1] if quick else list(config.seeds)
-    with tempfile.TemporaryDirectory() as store:
+    with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        rows = [_baseline(seeds, store)]
+        rows = [_baseline(seeds, scratch)]
         rows[0]["seconds_per_run"] = (time.perf_counter() - start) / len(seeds)
-        per_epoch = _seconds_per_epoch(store)
+        per_epoch = _seconds_per_epoch(scratch)
+        rows.append(_pairs(rows[0], scratch))
     rows.append({"seconds_per_epoch": per_epoch})
     recipes = sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
     rows.extend(_table(recipe, per_epoch) for recipe in recipes)
+    baseline, pairs = rows[0], rows[1]
+    print(f"  what each table could tell (Tab. 1's {SAR_ROW} - {ROW} spread, top-1 near its baseline):")
+    rows.extend(_resolution(recipe, baseline["top1_mean"], pairs["diff_sd"]) for recipe in recipes)
+    if store is not None:
+        print(f"  what each table's own seeds could tell, from the finished local runs in {store}:")
+        for path in sorted(RECIPES_DIR.glob("*.yaml")):
+            rows.extend(_measured_resolution(path, store))
     return rows

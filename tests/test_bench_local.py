@@ -29,3 +29,51 @@ def test_an_estimate_counts_every_training_run_upstream_included_and_names_the_r
     row = bench_local._table("table5", per_epoch)
     assert row["not_estimated"] == {"evaluate": 6}
     assert "not estimated: 6 evaluate run(s)" in capsys.readouterr().out
+
+
+def test_what_a_table_could_tell_follows_its_sizes_and_tab1s_spread(capsys):
+    """Tab. 1's 2,400 validation images give a 1-point sampling error at 60 %; three seeds whose differences
+    spread by 1.5 detect `detectable_gain(1.5, 3)`; the paper's SAR gains in top-1 span Tab. 1b's -0.46
+    (no MLP skip) to Tab. 1c's +4.42 (SAR at 300 epochs). A recipe without top-1 says so."""
+    from harness.report.aggregate import detectable_gain
+
+    row = bench_local._resolution("table1", 60.0, 1.5)
+    assert row["val_images"] == 2400 and row["sampling_error"] == pytest.approx(1.0, abs=0.01)
+    assert row["detectable"] == pytest.approx(detectable_gain(1.5, 3))
+    assert row["paper_low"] == pytest.approx(-0.46) and row["paper_high"] == pytest.approx(4.42)
+    row = bench_local._resolution("table6", 60.0, 1.5)
+    assert "detectable" not in row
+    assert "no top-1 rows (jaccard)" in capsys.readouterr().out
+
+
+def test_what_a_tables_own_seeds_could_tell_is_read_from_the_store(tmp_path):
+    """A local Tab. 1 store with known per-seed values: sub-table 1b's detectable gain pools the spreads of
+    its rows' per-seed differences from row A, computed here from the values written."""
+    import json
+    import math
+    import statistics
+
+    from harness.core.result import Best, Result
+    from harness.report.aggregate import detectable_gain
+    from harness.results import write_result
+
+    store = ["scale=local", "seeds=[0,1,2]", f"runs_root={tmp_path}"]
+    _, runs = load_recipe(RECIPES_DIR / "table1.yaml", store)
+    by_row: dict[str, dict[int, float]] = {}
+    for index, run in enumerate(runs):
+        top1 = 60.0 + index + run.seed * (index % 4) * 0.7 + (run.seed == 2) * (index % 3)
+        run.folder.mkdir(parents=True)
+        (run.folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_top1": top1}) + "\n")
+        write_result(run.folder, Result(metrics={"top1": top1}, best=Best({"top1": top1}, epoch=1)))
+        for row in run.rows:
+            by_row.setdefault(row, {})[run.seed] = top1
+    spreads = [
+        statistics.stdev(by_row[row][s] - by_row["1b/A"][s] for s in range(3))
+        for row in ("1b/B", "1b/C", "1b/D", "1b/E", "1b/F")
+    ]
+    pooled = math.sqrt(statistics.mean(s**2 for s in spreads))
+    found = {r["group"]: r for r in bench_local._measured_resolution(RECIPES_DIR / "table1.yaml", tmp_path)}
+    assert found["1b"]["pairs"] == 3 and found["1b"]["diff_sd"] == pytest.approx(pooled)
+    assert found["1b"]["detectable"] == pytest.approx(detectable_gain(pooled, 3))
+    assert found["1b"]["val_images"] == 2400
+    assert bench_local._measured_resolution(RECIPES_DIR / "table6.yaml", tmp_path) == []  # none of its runs

@@ -250,6 +250,32 @@ def sampling_error(percent: float, images: int) -> float:
     return 100 * math.sqrt(share * (1 - share) / images)
 
 
+def power(part: pd.DataFrame, metric: str) -> dict[str, float] | None:
+    """What a sub-table's seeds could detect in `metric` (None where no gain of it was tested in pairs):
+    pairs (the fewest shared seeds of its pairs of rows), diff_sd (the per-seed differences' spread, pooled
+    over its pairs), detectable (`detectable_gain`), paper_low and paper_high (the paper's gains there, NaN
+    where it has none), val_images and sampling_error (one run's, for top-1 on the local validation set;
+    NaN otherwise): whether the sub-table could have shown the paper's effect at all."""
+    pairs = part[(part["metric"] == metric) & (part["test"] == "paired")]
+    if pairs.empty:
+        return None
+    n, sd = int(pairs["pairs"].min()), float((pairs["diff_sd"] ** 2).mean() ** 0.5)
+    paper = pairs["paper_delta"].dropna()
+    images = int(pairs["val_images"].max())
+    error = math.nan
+    if metric == "top1" and images:
+        error = sampling_error(float(part.loc[part["metric"] == metric, "mean"].mean()), images)
+    return {
+        "pairs": n,
+        "diff_sd": sd,
+        "detectable": detectable_gain(sd, n),
+        "paper_low": float(paper.min()) if not paper.empty else math.nan,
+        "paper_high": float(paper.max()) if not paper.empty else math.nan,
+        "val_images": images,
+        "sampling_error": error,
+    }
+
+
 def verdict(gain: float, p: float) -> str:
     """clear | noise | untested (a row with one seed) | "" (no gain: no baseline, or no value)."""
     if math.isnan(gain):

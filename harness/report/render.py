@@ -3,6 +3,7 @@ this file. Output depends only on the run store and the recipe: no timestamps, s
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,11 @@ from harness.report.aggregate import (
     Scorecard,
     arithmetic,
     cells,
-    detectable_gain,
     jaccard_void,
     mce_reference,
+    power,
     read_run,
     results,
-    sampling_error,
     scorecard,
 )
 from harness.report.attention import attention_figures
@@ -153,30 +153,25 @@ def _about(part: pd.DataFrame, common: dict[str, str], scale: str) -> str:
 
 
 def _detectable(part: pd.DataFrame, metrics: list[str]) -> str:
-    """Per metric with gains tested in pairs, the smallest gain the sub-table's seeds could detect (from
-    the spread of the per-seed differences, pooled over its pairs of rows) beside the paper's gains, and
-    for top-1 the sampling error of one run's value on its validation images: whether the table could
-    have shown the paper's effect at all."""
+    """Per metric with gains tested in pairs, the smallest gain the sub-table's seeds could detect beside
+    the paper's gains, and for top-1 the sampling error of one run's value (`aggregate.power`)."""
     said = []
     for metric in metrics:
-        pairs = part[(part["metric"] == metric) & (part["test"] == "paired")]
-        if pairs.empty:
+        found = power(part, metric)
+        if found is None:
             continue
-        n, sd = int(pairs["pairs"].min()), float((pairs["diff_sd"] ** 2).mean() ** 0.5)
-        digits = int(pairs["digits"].iloc[0])
-        name = formatting.name(metric)
+        digits = int(part.loc[part["metric"] == metric, "digits"].iloc[0])
         text = (
-            f"Detectable here: a {name} gain of {detectable_gain(sd, n):.{digits}f} points or more "
-            f"({n} paired seeds whose differences spread by {sd:.{digits}f}; two-sided level {ALPHA:g}, "
-            f"power {POWER:g})"
+            f"Detectable here: a {formatting.name(metric)} gain of {found['detectable']:.{digits}f} "
+            f"points or more ({found['pairs']} paired seeds whose differences spread by "
+            f"{found['diff_sd']:.{digits}f}; "
+            f"two-sided level {ALPHA:g}, power {POWER:g})"
         )
-        paper = pairs["paper_delta"].dropna()
-        if not paper.empty:
-            low, high = formatting.gain(paper.min()), formatting.gain(paper.max())
+        if not math.isnan(found["paper_low"]):
+            low, high = formatting.gain(found["paper_low"]), formatting.gain(found["paper_high"])
             text += f"; the paper's gains here: {low}" + (f" to {high}" if high != low else "")
-        images = int(pairs["val_images"].max())
-        if metric == "top1" and images:
-            error = sampling_error(float(part.loc[part["metric"] == metric, "mean"].mean()), images)
+        if not math.isnan(found["sampling_error"]):
+            images, error = found["val_images"], found["sampling_error"]
             text += f". One run's top-1 on its {images:,} validation images has a sampling error of "
             text += f"{error:.1f} points"
         said.append(text + ".")
@@ -483,6 +478,23 @@ def _local_pointer(
     }
 
 
+def read_table(
+    recipe_path: str | Path, overrides: list[str], rows: list[str] | None = None
+) -> tuple[DictConfig, list, list[RunRecord]]:
+    """A recipe (only `rows` and their baselines, when given), its runs and what the run store holds of
+    each, in the states `status` gives them (the scheduler asked once)."""
+    recipe, runs = load_recipe(recipe_path, overrides)
+    if rows is not None:
+        recipe, runs = select_rows(recipe, runs, rows, recipe_path)
+    described: dict[tuple[int, int], dict[str, Any]] = {}  # runs of a row share their config
+    records = []
+    for run, state in zip(runs, run_states([run.folder for run in runs]), strict=True):
+        key = (id(run.row_config), id(run.upstream.row_config) if run.upstream else 0)
+        records.append(read_run(run, described.get(key), state))
+        described.setdefault(key, records[-1].trained)
+    return recipe, runs, records
+
+
 def render_table(
     recipe_path: str | Path,
     overrides: list[str],
@@ -492,17 +504,8 @@ def render_table(
 ) -> dict[str, Any]:
     """Write out/<name>.md, out/<name>.html and figures; returns the summary the index is built from.
     `rows`: only these rows of the table and their baselines (harness.rows), the title saying so."""
-    recipe, runs = load_recipe(recipe_path, overrides)
-    if rows is not None:
-        recipe, runs = select_rows(recipe, runs, rows, recipe_path)
+    recipe, runs, records = read_table(recipe_path, overrides, rows)
     stem = report_stem(recipe, rows)
-    described: dict[tuple[int, int], dict[str, Any]] = {}  # runs of a row share their config
-    records = []
-    states = run_states([run.folder for run in runs])  # as `status` says (the scheduler asked once)
-    for run, state in zip(runs, states, strict=True):
-        key = (id(run.row_config), id(run.upstream.row_config) if run.upstream else 0)
-        records.append(read_run(run, described.get(key), state))
-        described.setdefault(key, records[-1].trained)
     attention = attention_figures(recipe, runs, out, stem)
     pointer = _local_pointer(recipe, runs, recipe_path, overrides, rows)
     return write_report(recipe, records, out, tolerance, shown_path(recipe_path), attention, pointer, stem)
