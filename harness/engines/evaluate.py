@@ -179,4 +179,5 @@ SPEC = EngineSpec(
     ),
     metrics=("imagenet_a_top1", "mce", "mean_corruption_error", "jaccard"),
     length=lambda cfg: 0,
+    stand_ins=True,
 )

@@ -39,4 +39,5 @@ SPEC = EngineSpec(
     cost=supervised.SPEC.cost,
     metrics=supervised.SPEC.metrics,
     activity="fine-tuning",
+    validates=True,
 )

@@ -170,4 +170,5 @@ SPEC = EngineSpec(
     metrics=("top1", "top5"),
     accepts=frozenset({Provides.backbone}),
     activity="linear probing",
+    validates=True,
 )

@@ -198,4 +198,5 @@ SPEC = EngineSpec(
     metrics=("miou",),
     length=lambda cfg: cfg.protocol.segmentation.iterations,
     activity="segmentation",
+    stand_ins=True,
 )

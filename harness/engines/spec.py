@@ -56,6 +56,11 @@ class EngineSpec:
     length: Callable[[DictConfig], int] = lambda cfg: cfg.epochs
     # the upstream runs it accepts, by what their checkpoints provide
     accepts: frozenset[Provides] = frozenset({Provides.classifier, Provides.backbone})
+    # reads train.eval_every (validates during training): local scale sets it. An engine that does not
+    # read it keeps its runs' uids whatever local scale's cadence
+    validates: bool = False
+    # measures on stand-ins sized by eval.standin_per_class (harness.core.data.synthetic_config)
+    stand_ins: bool = False
 
     @property
     def trains(self) -> bool:

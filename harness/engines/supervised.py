@@ -238,4 +238,5 @@ SPEC = EngineSpec(
         estimate.train_images(cfg) * cfg.epochs * gmacs(cfg.data.input_size) * estimate.TRAIN_FLOPS_PER_MAC
     ),
     metrics=("top1", "top5"),
+    validates=True,
 )

@@ -27,9 +27,6 @@ TRANSFER_TARGETS = (
 )
 ITERATION_COUNTS = ("iterations", "eval_every", "checkpoint_every")  # what local scale shrinks
 FPN_WIDTHS = ("neck_channels", "head_channels")
-# the engines that read train.eval_every and eval.standin_per_class: the others' runs keep their uids
-VALIDATING_ENGINES = ("supervised", "finetune", "linear_probe")
-STANDIN_ENGINES = ("evaluate", "segmentation")
 
 
 def anchor_folders(run: dict[str, Any]) -> None:
@@ -70,18 +67,19 @@ def to_local(run: dict[str, Any], local: DictConfig) -> None:
         synthetic=synthetic,
     )
     run["eval"].update(input_size=None, roots={})  # the stand-ins are rendered at the model's size
-    if run["engine"] in STANDIN_ENGINES:
+    spec = spec_of(run["engine"])
+    if spec.stand_ins:  # only engines that read it: the others' runs keep their uids
         run["eval"]["standin_per_class"] = dict(local.standin_per_class or {})
     run["model_kwargs"] = {**LOCAL_KWARGS[run["model"]], **run["model_kwargs"]}
     protocol, ratio = run["protocol"], 1.0
     # warm-ups shrink with the epochs: 20 of 8 epochs would be all warm-up
-    if spec_of(run["engine"]).progress is Progress.epoch:
+    if spec.progress is Progress.epoch:
         epochs = max(local.min_epochs, round(run["epochs"] * local.epochs_factor))
         ratio = epochs / run["epochs"]
         _update(protocol, {key: round(protocol[key] * ratio) for key in ("warmup_epochs", "cooldown_epochs")})
         run["loss"]["warmup_epochs"] = round(run["loss"]["warmup_epochs"] * ratio)
         run["epochs"] = epochs
-        if run["engine"] in VALIDATING_ENGINES:
+        if spec.validates:
             run["train"]["eval_every"] = local.eval_every or epochs
     # the protocol's base learning rate, not scaled down to the local batch (5e-4 x 64/512 barely moves)
     _update(
