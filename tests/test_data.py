@@ -210,14 +210,48 @@ def pixels(dataset: SyntheticShapes, index: int) -> np.ndarray:
     return np.asarray(dataset[index][0])
 
 
-def test_synthetic_is_deterministic() -> None:
-    a, b = SyntheticShapes(small_config(), "train"), SyntheticShapes(small_config(), "train")
+def test_synthetic_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.data import synthetic
+
+    a = SyntheticShapes(small_config(), "train")
+    monkeypatch.setattr(synthetic, "_RENDERS", type(synthetic._RENDERS)())  # b renders its own images
+    b = SyntheticShapes(small_config(), "train")
     for i in (0, 7, len(a) - 1):
         np.testing.assert_array_equal(pixels(a, i), pixels(b, i))
         np.testing.assert_array_equal(a.mask(i), b.mask(i))
     np.testing.assert_array_equal(pixels(a, -1), pixels(a, len(a) - 1))
     with pytest.raises(IndexError):
         a[len(a)]
+
+
+def test_datasets_of_the_same_images_render_them_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process renders an image once for every dataset of it, whatever the split's length (a stand-in of
+    a few images per class reuses the val split's); another split, seed or size renders its own, and only
+    the most recently asked-for datasets are kept."""
+    from harness.data import synthetic
+
+    drawn: list[tuple[str, int]] = []
+    draw = SyntheticShapes._draw
+
+    def counted(self: SyntheticShapes, index: int):
+        drawn.append((self.split, index))
+        return draw(self, index)
+
+    monkeypatch.setattr(SyntheticShapes, "_draw", counted)
+    monkeypatch.setattr(synthetic, "_RENDERS", type(synthetic._RENDERS)())
+    val = SyntheticShapes(small_config(val_per_class=6), "val")
+    first = [pixels(val, i) for i in range(len(val))]
+    assert len(drawn) == len(val) == 30
+    short = SyntheticShapes(small_config(val_per_class=2), "val")  # its 10 images are val's first 10
+    for i in range(len(short)):
+        np.testing.assert_array_equal(pixels(short, i), first[i])
+    assert len(drawn) == 30
+    SyntheticShapes(small_config(), "train")[0], SyntheticShapes(small_config(image_size=48), "val")[0]
+    assert drawn[30:] == [("train", 0), ("val", 0)]
+    for seed in range(1, synthetic.RENDERS_KEPT + 1):
+        SyntheticShapes(small_config(seed=seed), "val")[0]
+    SyntheticShapes(small_config(val_per_class=6), "val")[0]  # pushed out by the newer ones: drawn again
+    assert drawn[-1] == ("val", 0) and len(drawn) == 30 + 2 + synthetic.RENDERS_KEPT + 1
 
 
 def test_synthetic_seeds_and_splits_differ() -> None:

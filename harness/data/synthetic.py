@@ -12,7 +12,7 @@ shared by several shapes and every shape by several appearances: neither colours
 names the class, only both together. Up to 12 * 180 = 2160 classes are possible. Two shapes per appearance
 is what a ViT learns from scratch in a few hundred steps: with ten classes on a square grid (`shapes=4`,
 4 x 3) the outlines within an appearance were still near chance after 16 epochs, while appearances were
-all but perfect (README, "Local scale").
+all but perfect (docs/local-scale.md, "What moved the Tab. 1 baseline").
 
 An image holds 1-3 objects of its class (random position, rotation, diameter `min_object`-`max_object` of
 the side: 40-80 % by default, so that an object fills the frame about as an ImageNet object does and the
@@ -26,7 +26,9 @@ and kept in memory (nothing is written), and a different seed yields a different
 mapping (a different "dataset").
 """
 
+import dataclasses
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +132,11 @@ _APPEARANCES = tuple(
 MAX_CLASSES = len(_SHAPES) * len(_APPEARANCES)
 
 
+Render = tuple[np.ndarray, np.ndarray]  # (pixels, foreground mask), read-only
+RENDERS_KEPT = 4  # the datasets whose images a process keeps: a local table's runs use a few
+_RENDERS: OrderedDict[tuple["SyntheticConfig", str], dict[int, Render]] = OrderedDict()
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Size and identity of a synthetic dataset; different seeds stand in for different datasets."""
@@ -147,7 +154,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in [2, {MAX_CLASSES}], got {self.num_classes}")
-        # below 32 px the smallest objects (15 % of the side) are a few pixels and lose their shape
+        # below 32 px the smallest objects (min_object may be as low as 10 % of the side) are a few pixels
+        # and lose their shape
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32, got {self.image_size}")
         if self.train_per_class < 1 or self.val_per_class < 1:
@@ -186,13 +194,26 @@ def class_cells(config: SyntheticConfig) -> list[tuple[int, int]]:
     return [(int(shapes[c % n_shapes]), int(appearances[c // n_shapes])) for c in range(config.num_classes)]
 
 
+def _renders(config: SyntheticConfig, split: str) -> dict[int, Render]:
+    """The images of (`config`, `split`) this process has rendered, by index, shared by every dataset of them
+    (the `RENDERS_KEPT` most recently asked for are kept). The sizes of the splits do not enter: item `i` is
+    the same image in a split of any length, so a stand-in of 20 images per class reuses the val split's."""
+    key = (dataclasses.replace(config, train_per_class=1, val_per_class=1), split)
+    renders = _RENDERS.pop(key, {})
+    _RENDERS[key] = renders
+    while len(_RENDERS) > RENDERS_KEPT:
+        _RENDERS.popitem(last=False)
+    return renders
+
+
 class SyntheticShapes(torch.utils.data.Dataset):
     """The synthetic split: `num_classes * per_class` items, item `i` has label `i % num_classes`.
 
     `__getitem__` returns `(transform(image), label)` (the PIL RGB image when no transform is given) and
     `mask(i)` the boolean foreground of the same image, for segmentation-style checks of attention maps.
-    Each image is rendered once per process and kept (12 KB at 64 px): rendering costs more than a local
-    training step's share of it, and every epoch asks for every image again.
+    Each image is rendered once per process and kept (12 KB at 64 px), for every dataset of the same
+    images (`_renders`): rendering costs more than a local training step's share of it, every epoch asks for
+    every image again, and the runs of a local table, in one process, ask for the same images.
     """
 
     def __init__(
@@ -205,7 +226,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self._table = class_cells(config)
         per_class = config.train_per_class if split == "train" else config.val_per_class
         self._length = config.num_classes * per_class
-        self._rendered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._rendered = _renders(config, split)
         self.targets = [i % config.num_classes for i in range(self._length)]
         self.classes = [
             f"{_SHAPE_NAMES[s]}/{_PATTERN_NAMES[_APPEARANCES[a][2]]}/"
@@ -225,7 +246,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         """Boolean `[image_size, image_size]` map, True exactly on the painted object pixels."""
         return self._render(index)[1]
 
-    def _render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _render(self, index: int) -> Render:
         if not -self._length <= index < self._length:
             raise IndexError(f"index {index} out of range for a split of {self._length} items")
         index %= self._length
