@@ -1,10 +1,14 @@
 """Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s docs`.
 
 Every session installs with `constraints.txt`, the one file that pins every dependency: unpinned, pip
-would pick the newest torch from the registry and download gigabytes.
+would pick the newest torch from the registry and download gigabytes. `tests` and `bench` share the
+project's one environment, `.venv` (torch with its CUDA wheels: about 6 GB), which also runs the harness
+(`. .venv/bin/activate`); `lint` and `docs` need no torch and keep small environments of their own.
 """
 
 import hashlib
+import os
+import sys
 from pathlib import Path
 
 import nox
@@ -13,32 +17,49 @@ nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_venv = "yes"  # `nox -N` (or `--reuse-venv=no`) recreates the environments
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", "constraints.txt")
-INPUTS = ("constraints.txt", "pyproject.toml")  # the files that decide what an install puts in a venv
+INPUTS = ("constraints.txt", "pyproject.toml")
+VENV = ROOT / ".venv"  # the files that decide what an install puts in a venv
+
+
+def _digest(args: tuple[str, ...]) -> str:
+    """A sha256 of everything that decides what an install puts in an environment."""
+    files = [hashlib.sha256((ROOT / name).read_bytes()).hexdigest() for name in INPUTS]
+    return hashlib.sha256("\n".join([*files, *args]).encode()).hexdigest()
 
 
 def install(session: nox.Session, *args: str) -> None:
-    """`session.install` under constraints.txt, skipped when this environment already has exactly it.
-
-    The tests environment is ~6 GB (torch pulls CUDA wheels) and pip takes minutes to install it, so nox
-    reuses the environment and a stamp inside it records a sha256 of everything that decides the install:
-    constraints.txt, pyproject.toml and the arguments. The stamp is written only after a successful install.
-    """
+    """`session.install` under constraints.txt into the session's own environment, skipped when a stamp in
+    it records the same constraints.txt, pyproject.toml and arguments (written after a successful install)."""
     args = (*CONSTRAINTS, *args)
-    files = [hashlib.sha256((ROOT / name).read_bytes()).hexdigest() for name in INPUTS]
-    digest = hashlib.sha256("\n".join([*files, *args]).encode()).hexdigest()
     stamp = Path(session.virtualenv.location, ".install-sha256")
-    if stamp.is_file() and stamp.read_text() == digest:
+    if stamp.is_file() and stamp.read_text() == _digest(args):
         session.log("constraints.txt, pyproject.toml and install arguments unchanged: install skipped")
         return
     session.install(*args)
-    stamp.write_text(digest)
+    stamp.write_text(_digest(args))
 
 
-@nox.session
+def project_env(session: nox.Session) -> dict[str, str]:
+    """The project's one environment, `.venv` (created and installed with the `test` and `bench` extras
+    when missing or when constraints.txt or pyproject.toml changed; pip then updates only what changed):
+    the variables that run a command in it, as `. .venv/bin/activate` would."""
+    args = (*CONSTRAINTS, "-e", ".[test,bench]")
+    python, stamp = VENV / "bin" / "python", VENV / ".install-sha256"
+    if not python.exists():
+        session.run_install(sys.executable, "-m", "venv", str(VENV), external=True)
+    if stamp.is_file() and stamp.read_text() == _digest(args):
+        session.log(f"{VENV.name}: constraints.txt, pyproject.toml and install arguments unchanged")
+    else:
+        session.run_install(str(python), "-m", "pip", "install", "-q", *args, external=True)
+        stamp.write_text(_digest(args))
+    return {"VIRTUAL_ENV": str(VENV), "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """The whole test suite on the CPU (GPU kernels run under TRITON_INTERPRET=1)."""
-    install(session, "-e", ".[test,bench]")
-    session.run("pytest", *session.posargs)
+    """The whole test suite on the CPU (GPU kernels run under TRITON_INTERPRET=1), in `.venv`."""
+    env = project_env(session)
+    session.run(str(VENV / "bin" / "python"), "-m", "pytest", *session.posargs, env=env, external=True)
 
 
 @nox.session
@@ -64,8 +85,9 @@ def docs(session: nox.Session) -> None:
     session.run("python", "docs/check_docstrings.py")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: prints figures and ratios against baselines measured in the same run, writes JSON."""
-    install(session, "-e", ".[bench]")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    """Benchmarks, in `.venv`: prints figures and ratios against baselines measured in the same run, writes
+    JSON."""
+    env = project_env(session)
+    session.run(str(VENV / "bin" / "python"), "-m", "benchmarks", *session.posargs, env=env, external=True)

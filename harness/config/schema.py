@@ -263,7 +263,8 @@ class Local:
     """How `scale=local` shrinks a table: synthetic data, small models, fewer epochs (warm-ups shrink with
     them), CPU-sized batches trained at the protocol's base learning rate (no linear scaling down to them)."""
 
-    epochs_factor: float = 0.08  # Tab. 1 with three seeds fits 30 minutes on 2 cores
+    # Tab. 1 with three seeds within the local target of 30 minutes on 2 cores (docs/local-scale.md)
+    epochs_factor: float = 0.08
     min_epochs: int = 2
     # three seeds, so that the report can tell a gain from the spread of the seeds (Welch's t-test)
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
@@ -271,8 +272,8 @@ class Local:
     repeated_aug: bool = False
     # RandAugment, Mixup and CutMix: off at local scale, where a run of a few hundred steps underfits (its
     # training accuracy stays below its validation accuracy) and these regularisers, tuned against
-    # overfitting in 300-epoch ImageNet runs, cost the local Tab. 1 baseline 15.6 points of top-1 (48.7
-    # against 64.3, three seeds; 57.0 with RandAugment alone off);
+    # overfitting in 300-epoch ImageNet runs, cost the local Tab. 1 baseline most of its top-1 (the measured
+    # figures: docs/local-scale.md, "What moved the Tab. 1 baseline");
     # RandAugment's Invert and Solarize also turn the colours that name a synthetic class into another's.
     # True keeps the protocol's. Drop path, label smoothing and random erasing stay as the protocol says.
     strong_augment: bool = False
@@ -286,11 +287,11 @@ class Local:
     eval_every: int | None = None
     # the evaluation stand-ins' images per class (`eval.standin_per_class`), by the same rule where their
     # time allows: ImageNet-A's stand-in covers every other class, so 500 per class is 2,500 images (1.0
-    # point at 50 %); VOC's stand-in gives a Jaccard per image, whose spread (about 15 points) makes 40 per
-    # class (400 images) about 0.8 point; ImageNet-C's stand-in corrupts each image 75 times (15 corruptions
-    # x 5 severities), so it keeps 20 per class (200 images, 15,000 corrupted images per evaluation); so
-    # does ADE20K's (the segmentation's val split, evaluated 10 times in a local run, each image's mIoU
-    # counting its 4,096 pixels)
+    # point at 50 %); VOC's stand-in gives a Jaccard per image, whose measured spread makes 40 per class
+    # (400 images) about 0.8 point (docs/local-scale.md, "Validation size"); ImageNet-C's stand-in corrupts
+    # each image 75 times (15 corruptions x 5 severities), so it keeps 20 per class (200 images, 15,000
+    # corrupted images per evaluation); so does ADE20K's (the segmentation's val split, evaluated 10 times
+    # in a local run, each image's mIoU counting its 4,096 pixels)
     # None: every stand-in as large as the synthetic val split (the local scale before 2,400 images)
     standin_per_class: dict[str, int] | None = dataclasses.field(
         default_factory=lambda: {"imagenet_a": 500, "voc2012": 40, "imagenet_c": 20, "ade20k": 20}

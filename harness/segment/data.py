@@ -4,8 +4,9 @@ objects as object-vs-background label maps (1 on every object, whatever its clas
 both through the pipelines of PVT's config; and a train loader that can start anywhere inside an epoch (a
 run resumed at an iteration).
 
-Object vs background, not each object's class: the background holds about 90 % of the pixels, and a
-per-class trial still predicted it everywhere after 48 of the 160 local iterations."""
+Object vs background, not each object's class: the background holds most of the pixels, and a per-class
+trial still predicted it everywhere partway through the local iterations (docs/local-scale.md, "Tab. 12:
+segmentation")."""
 
 import itertools
 

@@ -60,7 +60,8 @@ LOCAL_KWARGS: dict[str, dict[str, Any]] = {
         "sr_ratios": (4, 2, 2, 1),
     },
     # CvT-13's own first embedding (7x7, stride 4), then stride 1: a 16x16 grid, whose keys CvT's strided
-    # key projection halves to S's 8x8; three narrow stages, as its step costs 4x ViT-S's at equal width
+    # key projection halves to S's 8x8; three narrow stages, as its step costs several times ViT-S's at equal
+    # width (measured: docs/local-scale.md, "Where the time goes")
     "sar_cvt_13": {
         "img_size": LOCAL_IMG_SIZE,
         "patch_sizes": (7, 3, 3),
