@@ -106,7 +106,7 @@ def _gains(low: float, high: float) -> str:
 def _resolution(recipe: str, top1: float, diff_sd: float) -> dict:
     """What `recipe`'s local top-1 rows could tell, were their per-seed differences to spread as Tab. 1's
     SAR pair's (`diff_sd`) and their top-1 to sit near Tab. 1's baseline (`top1`)."""
-    from harness.report.aggregate import cells, detectable_gain, sampling_error, trained_of
+    from harness.report.aggregate import cells, detectable_gain, paper_gains, sampling_error, trained_of
 
     config, runs = _load(recipe, [])
     row = {"recipe": recipe, "seeds": len(config.seeds), "metrics": list(config.metrics)}
@@ -115,7 +115,7 @@ def _resolution(recipe: str, top1: float, diff_sd: float) -> dict:
         return row
     images = max(trained_of(run)["val_images"] for run in runs)
     frame = cells(config, [])
-    paper = frame.loc[(frame["metric"] == "top1") & frame["sar"], "paper_delta"].dropna()
+    paper = paper_gains(frame[(frame["metric"] == "top1") & frame["sar"]]).dropna()
     row |= {
         "val_images": images,
         "sampling_error": sampling_error(top1, images),

@@ -250,6 +250,21 @@ def sampling_error(percent: float, images: int) -> float:
     return 100 * math.sqrt(share * (1 - share) / images)
 
 
+def paper_gains(lines: pd.DataFrame) -> pd.Series:
+    """The paper's gain on each line of `cells`: the difference of its two numbers at their precision
+    (73.76 - 74.22 is -0.4599999... in floats, -0.46 here), else the gain it prints, else NaN."""
+    return pd.Series(
+        [
+            printed if math.isnan(difference) else round(difference, int(digits))
+            for difference, digits, printed in zip(
+                lines["paper_gain"], lines["gain_digits"], lines["printed_gain"], strict=True
+            )
+        ],
+        index=lines.index,
+        dtype="float64",
+    )
+
+
 def power(part: pd.DataFrame, metric: str) -> dict[str, float] | None:
     """What a sub-table's seeds could detect in `metric` (None where no gain of it was tested in pairs):
     pairs (the fewest shared seeds of its pairs of rows), diff_sd (the per-seed differences' spread, pooled
@@ -260,7 +275,7 @@ def power(part: pd.DataFrame, metric: str) -> dict[str, float] | None:
     if pairs.empty:
         return None
     n, sd = int(pairs["pairs"].min()), float((pairs["diff_sd"] ** 2).mean() ** 0.5)
-    paper = pairs["paper_delta"].dropna()
+    paper = paper_gains(pairs).dropna()
     images = int(pairs["val_images"].max())
     error = math.nan
     if metric == "top1" and images:
