@@ -229,7 +229,15 @@ def test_ctrl_c_on_an_inline_run_says_how_to_resume(tiny, tmp_path):
     argv = [sys.executable, "-m", "harness", "run", str(tiny), *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C's disposition in a terminal, whatever this suite inherited: under nohup or a script's `&`
+        # SIGINT is ignored, and `harness run` rightly keeps ignoring it (tests/test_lifecycle.py)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     beat = load_recipe(tiny, overrides)[1][0].folder / "heartbeat"
     deadline = time.monotonic() + 180
