@@ -9,6 +9,7 @@ project's one environment, `.venv` (torch with its CUDA wheels: about 6 GB), whi
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -27,16 +28,23 @@ def _digest(args: tuple[str, ...]) -> str:
     return hashlib.sha256("\n".join([*files, *args]).encode()).hexdigest()
 
 
-def install(session: nox.Session, *args: str) -> None:
-    """`session.install` under constraints.txt into the session's own environment, skipped when a stamp in
-    it records the same constraints.txt, pyproject.toml and arguments (written after a successful install)."""
-    args = (*CONSTRAINTS, *args)
-    stamp = Path(session.virtualenv.location, ".install-sha256")
+def _install_once(
+    session: nox.Session, location: Path, args: tuple[str, ...], install: Callable[[], None]
+) -> None:
+    """Run `install` (which installs `args` into the environment at `location`) unless a stamp in it
+    records the same constraints.txt, pyproject.toml and arguments; written after a successful install."""
+    stamp = location / ".install-sha256"
     if stamp.is_file() and stamp.read_text() == _digest(args):
-        session.log("constraints.txt, pyproject.toml and install arguments unchanged: install skipped")
+        session.log(f"{location.name}: constraints.txt, pyproject.toml and install arguments unchanged")
         return
-    session.install(*args)
+    install()
     stamp.write_text(_digest(args))
+
+
+def install(session: nox.Session, *args: str) -> None:
+    """`session.install` under constraints.txt into the session's own environment, once (`_install_once`)."""
+    args = (*CONSTRAINTS, *args)
+    _install_once(session, Path(session.virtualenv.location), args, lambda: session.install(*args))
 
 
 def project_env(session: nox.Session) -> dict[str, str]:
@@ -44,14 +52,11 @@ def project_env(session: nox.Session) -> dict[str, str]:
     when missing or when constraints.txt or pyproject.toml changed; pip then updates only what changed):
     the variables that run a command in it, as `. .venv/bin/activate` would."""
     args = (*CONSTRAINTS, "-e", ".[test,bench]")
-    python, stamp = VENV / "bin" / "python", VENV / ".install-sha256"
-    if not python.exists():
+    python = str(VENV / "bin" / "python")
+    if not Path(python).exists():
         session.run_install(sys.executable, "-m", "venv", str(VENV), external=True)
-    if stamp.is_file() and stamp.read_text() == _digest(args):
-        session.log(f"{VENV.name}: constraints.txt, pyproject.toml and install arguments unchanged")
-    else:
-        session.run_install(str(python), "-m", "pip", "install", "-q", *args, external=True)
-        stamp.write_text(_digest(args))
+    pip = (python, "-m", "pip", "install", "-q", *args)
+    _install_once(session, VENV, args, lambda: session.run_install(*pip, external=True))
     return {"VIRTUAL_ENV": str(VENV), "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 

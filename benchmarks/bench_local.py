@@ -29,6 +29,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from harness.core.result import Result
+from harness.report.formatting import gain_span
 
 TARGET_TOP1 = 60.0
 TARGET_MIN = {"table1": 30.0}  # every other recipe: DEFAULT_TARGET_MIN
@@ -97,12 +98,6 @@ def _pairs(baseline: dict, store: str) -> dict:
     return {"row": SAR_ROW, "top1": sar, "differences": differences, "diff_sd": sd}
 
 
-def _gains(low: float, high: float) -> str:
-    if math.isnan(low):
-        return "none printed"
-    return f"{low:+.2f}" + (f" to {high:+.2f}" if high != low else "")
-
-
 def _resolution(recipe: str, top1: float, diff_sd: float) -> dict:
     """What `recipe`'s local top-1 rows could tell, were their per-seed differences to spread as Tab. 1's
     SAR pair's (`diff_sd`) and their top-1 to sit near Tab. 1's baseline (`top1`)."""
@@ -126,7 +121,7 @@ def _resolution(recipe: str, top1: float, diff_sd: float) -> dict:
     print(
         f"  {recipe:<19} {images:>5,} val images: sampling error {row['sampling_error']:.1f} points; "
         f"{row['seeds']} seeds detect a gain of {row['detectable']:.1f} or more; the paper's SAR gains "
-        f"{_gains(row['paper_low'], row['paper_high'])}"
+        f"{gain_span(row['paper_low'], row['paper_high']) or 'none printed'}"
     )
     return row
 
@@ -152,7 +147,7 @@ def _measured_resolution(recipe_path: Path, store: Path) -> list[dict]:
             print(
                 f"  {recipe.name:<19} ({group or '-'}) {metric}: detectable {found['detectable']:.2f} "
                 f"({found['pairs']} pairs, spread {found['diff_sd']:.2f}); the paper's gains "
-                f"{_gains(found['paper_low'], found['paper_high'])}{sampled}"
+                f"{gain_span(found['paper_low'], found['paper_high']) or 'none printed'}{sampled}"
             )
     return rows
 

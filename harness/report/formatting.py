@@ -68,6 +68,14 @@ def gain(value: float) -> str:
     return text if text.startswith("-") else f"+{text}"
 
 
+def gain_span(low: float, high: float) -> str:
+    """The paper's gains from `low` to `high` in its style: "-0.46 to +2.5", "+0.9" when they are one; ""
+    without any (NaN)."""
+    if math.isnan(low):
+        return ""
+    return gain(low) + (f" to {gain(high)}" if gain(high) != gain(low) else "")
+
+
 def signed(value: float, digits: int) -> str:
     """Our gain at the paper's precision: +2.00 beside the paper's +0.42, -1.2 beside its -1.2."""
     text = _plain(value, digits)

@@ -167,9 +167,8 @@ def _detectable(part: pd.DataFrame, metrics: list[str]) -> str:
             f"{found['diff_sd']:.{digits}f}; "
             f"two-sided level {ALPHA:g}, power {POWER:g})"
         )
-        if not math.isnan(found["paper_low"]):
-            low, high = formatting.gain(found["paper_low"]), formatting.gain(found["paper_high"])
-            text += f"; the paper's gains here: {low}" + (f" to {high}" if high != low else "")
+        if span := formatting.gain_span(found["paper_low"], found["paper_high"]):
+            text += f"; the paper's gains here: {span}"
         if not math.isnan(found["sampling_error"]):
             images, error = found["val_images"], found["sampling_error"]
             text += f". One run's top-1 on its {images:,} validation images has a sampling error of "
