@@ -3,14 +3,15 @@
 1. Trains the local Tab. 1 baseline row (1b/A, ViT-S/16's local member on the synthetic stand-in for
    ImageNet-100) once per default local seed (`local.seeds`, three), in this process, in a temporary run
    store, and prints its mean top-1 against the target (60 %).
-2. Times two local epochs of each model family (Tab. 2's baseline rows) and prints, per recipe, the time
-   of its training runs with their default seeds, upstream runs included: (epochs x the family's measured
-   time per epoch (the second epoch's) + what a run spends once (the rest of the two-epoch run's wall
-   time)) x the run's training images over 1,000. The targets: Tab. 1 within 30 minutes, every other
-   table within 20. A step costs the same within a few percent whatever the last block and loss
-   (`benchmarks models`). Runs of the other engines
-   (evaluations, self-supervised pre-training, probes, segmentation) are not estimated: the recipe's line
-   says how many it has, and the README gives their measured times.
+2. Times two local epochs of each model family (Tab. 2's baseline rows, the second one validated) and
+   prints, per recipe, the time of its training runs with their default seeds, upstream runs included:
+   (epochs x the family's measured training epoch + what a run spends once (the rest of the two-epoch
+   run's wall time)) x the run's training images over 1,000, + its validations x the family's measured
+   validation x its validation images over the measured run's. The targets: Tab. 1 within 30 minutes,
+   every other table within 20. A step costs the same within a few percent whatever the last block and
+   loss (`benchmarks models`). Runs of the other engines (evaluations, self-supervised pre-training,
+   probes, segmentation) are not estimated: the recipe's line says how many it has, and
+   docs/local-scale.md gives their measured times.
 3. What each local table could tell: the Tab. 1 SAR row (1b/F) is trained on the baseline's seeds, and the
    spread of the per-seed differences gives, per recipe with top-1 rows, the smallest gain its seeds could
    detect (a paired t-test at level 0.05 with power 0.8, `harness.report.aggregate.detectable_gain`) beside
@@ -25,6 +26,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
@@ -37,6 +39,17 @@ DEFAULT_TARGET_MIN = 20.0
 ROW = "1b/A"
 SAR_ROW = "1b/F"  # A + SAR: the pair whose per-seed differences stand for every table's
 REFERENCE_IMAGES = 1000  # the synthetic stand-in's training images, which the calibration trains on
+
+
+class EpochCost(NamedTuple):
+    """A model family's measured local seconds: a training epoch on `REFERENCE_IMAGES` images, one
+    validation on `val_images` images (the EMA model's too where the protocol keeps one), and what a run
+    spends once (building the model and loaders, rendering its images, writing its results)."""
+
+    train: float
+    validate: float
+    val_images: int
+    once: float
 
 
 def _load(recipe: str, overrides: list[str]):
@@ -152,22 +165,36 @@ def _measured_resolution(recipe_path: Path, store: Path) -> list[dict]:
     return rows
 
 
-def _seconds_per_epoch(store: str) -> dict[str, tuple[float, float]]:
-    """Each model family's (seconds per local epoch on the stand-in's 1,000 images with its validation,
-    seconds a run spends once: building the model and loaders, rendering the images in its first epoch,
-    writing its results), measured on a two-epoch run."""
+def _seconds_per_epoch(store: str) -> dict[str, EpochCost]:
+    """Each model family's local costs, measured on a two-epoch run whose second epoch is validated."""
     _, runs = _load("table2", [])
-    rows = {run.config.model: run.rows[0] for run in runs if not run.config.loss.sar}
+    rows = {run.config.model: run for run in runs if not run.config.loss.sar}
     measured = {}
-    for model, row in rows.items():
+    for model, run in rows.items():
         start = time.perf_counter()
-        _, folder = _train("table2", row, 0, store, epochs=2)
+        _, folder = _train("table2", run.rows[0], 0, store, epochs=2)
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-        second = next(r["seconds"] for r in records if r.get("epoch") == 2)
-        measured[model] = second, max(0.0, wall - 2 * second)
-        print(f"  {model}: {second:.2f} s per local epoch, {wall - 2 * second:.2f} s once per run")
+        second = next(r for r in records if r.get("epoch") == 2)
+        once = max(0.0, wall - sum(r["seconds"] for r in records))
+        synthetic = run.config.data.synthetic
+        cost = EpochCost(
+            train=second["train_seconds"],
+            validate=second["seconds"] - second["train_seconds"],
+            val_images=synthetic.num_classes * synthetic.val_per_class,
+            once=once,
+        )
+        measured[model] = cost
+        print(
+            f"  {model}: {cost.train:.2f} s per local epoch, {cost.validate:.2f} s per validation of "
+            f"{cost.val_images} images, {cost.once:.2f} s once per run"
+        )
     return measured
+
+
+def _validations(epochs: int, every: int) -> int:
+    """The epochs the supervised engine validates: every `every`-th and the last."""
+    return epochs // every + (1 if epochs % every else 0)
 
 
 def _every_run(runs) -> list:
@@ -180,7 +207,7 @@ def _every_run(runs) -> list:
     return list(seen.values())
 
 
-def _table(recipe: str, per_epoch: dict[str, tuple[float, float]]) -> dict:
+def _table(recipe: str, per_epoch: dict[str, EpochCost]) -> dict:
     """The estimated minutes of `recipe`'s training runs at local scale, with its default seeds."""
     from harness.config.protocols import SupervisedProtocol
     from harness.engines.spec import spec_of
@@ -193,9 +220,12 @@ def _table(recipe: str, per_epoch: dict[str, tuple[float, float]]) -> dict:
         if not issubclass(spec_of(c.engine).protocol, SupervisedProtocol):
             others[c.engine] = others.get(c.engine, 0) + 1
             continue
-        images = c.data.synthetic.num_classes * c.data.synthetic.train_per_class * c.data.fraction
-        epoch, once = per_epoch[c.model]
-        seconds += (c.epochs * epoch + once) * images / REFERENCE_IMAGES
+        synthetic, cost = c.data.synthetic, per_epoch[c.model]
+        images = synthetic.num_classes * synthetic.train_per_class * c.data.fraction
+        val_images = synthetic.num_classes * synthetic.val_per_class
+        seconds += (c.epochs * cost.train + cost.once) * images / REFERENCE_IMAGES
+        validations = _validations(c.epochs, c.train.eval_every)
+        seconds += validations * cost.validate * val_images / cost.val_images
     target = TARGET_MIN.get(recipe, DEFAULT_TARGET_MIN)
     row = {
         "recipe": recipe,

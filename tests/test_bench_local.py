@@ -11,21 +11,27 @@ from sar.models import MODEL_NAMES
 @pytest.mark.slow
 def test_an_estimate_counts_every_training_run_upstream_included_and_names_the_rest(capsys):
     """Tab. 4: its fine-tunes (each on its target's synthetic images) and the Tab. 2 runs they start from,
-    once each, at one second per epoch per 1,000 images plus the once-per-run seconds; none estimated
-    for its own evaluations, and Tab. 5's evaluations are named, not timed."""
-    per_epoch = dict.fromkeys(MODEL_NAMES, (1.0, 2.0))
+    once each, at one second per epoch per 1,000 training images plus the once-per-run seconds, and half
+    a second per validation of 2,400 images (each validated at its final epoch only); none estimated for
+    its own evaluations, and Tab. 5's evaluations are named, not timed."""
+    per_epoch = dict.fromkeys(MODEL_NAMES, bench_local.EpochCost(1.0, 0.5, 2400, 2.0))
     _, runs = load_recipe(RECIPES_DIR / "table4.yaml", ["scale=local"])
     upstream = {run.upstream.folder: run.upstream for run in runs}
     assert len(upstream) == 2 * 3  # ViT-S/16 with and without SAR, three seeds
+    every = [*runs, *upstream.values()]
+    assert all(r.config.train.eval_every == r.config.epochs for r in every)
+    synthetic = [r.config.data.synthetic for r in every]
     expected = sum(
-        (r.config.epochs + 2.0)
-        * r.config.data.synthetic.num_classes
-        * r.config.data.synthetic.train_per_class
-        for r in [*runs, *upstream.values()]
+        (r.config.epochs + 2.0) * s.num_classes * s.train_per_class / 1000
+        + 0.5 * s.num_classes * s.val_per_class / 2400
+        for r, s in zip(every, synthetic, strict=True)
     )
     row = bench_local._table("table4", per_epoch)
-    assert row["training_minutes"] == pytest.approx(expected / 1000 / 60)
+    assert row["training_minutes"] == pytest.approx(expected / 60)
     assert row["not_estimated"] == {} and row["seeds"] == [0, 1, 2]
+    curves = bench_local._table("figure3", per_epoch)  # six runs, each validated at all its epochs
+    _, figure3 = load_recipe(RECIPES_DIR / "figure3.yaml", ["scale=local"])
+    assert curves["training_minutes"] == pytest.approx(sum(r.config.epochs * 1.5 + 2.0 for r in figure3) / 60)
     row = bench_local._table("table5", per_epoch)
     assert row["not_estimated"] == {"evaluate": 6}
     assert "not estimated: 6 evaluate run(s)" in capsys.readouterr().out

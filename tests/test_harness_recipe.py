@@ -256,12 +256,17 @@ def test_local_scale_shrinks_warm_ups_with_the_epochs():
 
 @pytest.mark.parametrize("scale", ["paper", "local"])
 def test_figure3_and_table13_reuse_table2_runs(scale):
-    """At either scale: the recipes set the same local epochs as Tab. 2, whose runs they read."""
+    """Tab. 13 reads Tab. 2's runs at either scale (the same local settings); Fig. 3 at paper scale, where
+    every run validates every epoch; at local scale, where Tab. 2 validates its final epoch only, Fig. 3's
+    curves are its own runs, the same but for their validations, kept in Tab. 2's store."""
     _, table2 = load_recipe(RECIPES_DIR / "table2.yaml", [f"scale={scale}"])
     _, figure3 = load_recipe(RECIPES_DIR / "figure3.yaml", [f"scale={scale}"])
     _, table13 = load_recipe(RECIPES_DIR / "table13.yaml", [f"scale={scale}"])
-    assert {r.uid for r in figure3} <= {r.uid for r in table2}
+    shares = {r.uid for r in figure3} <= {r.uid for r in table2}
+    assert shares == (scale == "paper")
     assert {r.config.table for r in figure3} == {"table2"}
+    _, final_only = load_recipe(RECIPES_DIR / "figure3.yaml", [f"scale={scale}", "local.eval_every=null"])
+    assert {r.uid for r in final_only} <= {r.uid for r in table2}  # the same runs but for their validations
     shared = [r for r in table13 if not r.config.loss.drloc_weight]
     assert len(shared) == 2 * len({r.seed for r in table13})  # ViT-S/16 and + SAR, every seed
     assert {r.uid for r in shared} <= {r.uid for r in table2}
@@ -480,11 +485,12 @@ def test_the_run_store_does_not_depend_on_the_working_folder(tmp_path, monkeypat
 
 
 def test_a_local_run_validates_its_final_epoch_unless_its_recipe_plots_a_curve():
-    """One validation per local run (an unbiased final top-1), but Tab. 2's runs, whose curves Fig. 3 draws,
+    """One validation per local run (an unbiased final top-1), but Fig. 3's runs, whose curves it draws,
     every epoch; engines that never validate by epoch keep the default (and their uids)."""
-    _, table1 = load_recipe(RECIPES_DIR / "table1.yaml", ["scale=local"])
-    assert all(r.config.train.eval_every == r.config.epochs > 1 for r in table1)
-    _, table2 = load_recipe(RECIPES_DIR / "table2.yaml", ["scale=local"])
-    assert {r.config.train.eval_every for r in table2} == {1}
+    for name in ("table1", "table2", "table13"):
+        _, runs = load_recipe(RECIPES_DIR / f"{name}.yaml", ["scale=local"])
+        assert all(r.config.train.eval_every == r.config.epochs > 1 for r in runs), name
+    _, figure3 = load_recipe(RECIPES_DIR / "figure3.yaml", ["scale=local"])
+    assert {r.config.train.eval_every for r in figure3} == {1}
     _, pretraining = load_recipe(RECIPES_DIR / "table9_pretraining.yaml", ["scale=local"])
     assert {r.config.train.eval_every for r in pretraining} == {1}

@@ -362,6 +362,9 @@ def test_curves_one_panel_per_sub_table(tmp_path, monkeypatch):
     lines = fig.axes[0].get_lines()
     assert len(lines) == 3 and len({(line.get_color(), line.get_marker()) for line in lines}) == 3
     assert figures.curves(_recipe(rows, ["top1"]), [], tmp_path / "none.png", "paper") is False
+    final_only = [_record(r, curve=curve[-1:]) for r in ("1c/vit-100", "1c/sar-100")]
+    assert figures.curves(_recipe(rows, ["top1"]), final_only, tmp_path / "one.png", "local") is False
+    assert "one.png" not in drawn
 
 
 def test_lambda_sweep_ours_and_the_papers_in_separate_panels_away_from_paper_scale(tmp_path, monkeypatch):

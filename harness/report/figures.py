@@ -53,7 +53,8 @@ def _panels(count: int, width: float, height: float) -> tuple[plt.Figure, list[p
 
 def curves(recipe: DictConfig, records: list[RunRecord], path: Path, scale: str) -> bool:
     """Validation top-1 against epochs per row (mean over seeds, std shaded), one panel per sub-table (a
-    run that fills rows of several sub-tables is drawn in each); False if nothing is logged."""
+    run that fills rows of several sub-tables is drawn in each); False if no run was validated at two
+    epochs or more (a local run validated at its final epoch only: its one point is the table's number)."""
     rows = {row.id: row for row in recipe.rows}
     labels = {row.id: row.label + (f" ({row.column})" if row.column else "") for row in recipe.rows}
     points = []
@@ -66,9 +67,9 @@ def curves(recipe: DictConfig, records: list[RunRecord], path: Path, scale: str)
                 for m in record.metrics
                 if "val_top1" in m and "epoch" in m
             ]
-    if not points:
-        return False
     frame = pd.DataFrame(points, columns=["group", "run", "epoch", "top1"])
+    if frame.empty or frame.groupby(["group", "run"])["epoch"].nunique().max() < 2:
+        return False
     curve = frame.groupby(["group", "run", "epoch"], sort=False)["top1"].agg(["mean", "std"]).reset_index()
     groups = [g for g in dict.fromkeys(row.group for row in recipe.rows) if (curve["group"] == g).any()]
     sns.set_theme(style="whitegrid", context="notebook")
