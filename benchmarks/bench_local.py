@@ -17,7 +17,8 @@
    detect (a paired t-test at level 0.05 with power 0.8, `harness.report.aggregate.detectable_gain`) beside
    the paper's gains there, and the sampling error of one run's top-1 on its validation images. With
    `--store DIR` (a run store holding finished local runs), every sub-table and metric of every recipe
-   found there is measured from its own seeds instead, as its report says.
+   found there is measured from its own seeds instead, as its report says; and each row's spatial
+   entropy (L_se of the last block's maps over its final training epoch) against its baseline's, paired.
 """
 
 import json
@@ -165,6 +166,53 @@ def _measured_resolution(recipe_path: Path, store: Path) -> list[dict]:
     return rows
 
 
+def _final_entropy(record) -> float | None:
+    """The mean spatial entropy L_se of the last block's maps over the run's final training epoch (logged
+    for every supervised run, as a loss only where SAR is on); None where the run logged none."""
+    epochs = [m for m in record.metrics if "train_se" in m]
+    return epochs[-1]["train_se"] if record.result is not None and epochs else None
+
+
+def _measured_entropy(recipe_path: Path, store: Path) -> list[dict]:
+    """Per row with a baseline among a recipe's finished local runs in `store`: the paired difference of
+    the final epoch's spatial entropy (`_final_entropy`) on the seeds both have, with its 95 % interval."""
+    from harness.report.aggregate import paired
+    from harness.report.render import read_table
+
+    recipe, _, records = read_table(recipe_path, ["scale=local", f"runs_root={store.resolve()}"])
+    entropy: dict[str, dict[int, float]] = {}
+    for record in records:
+        value = _final_entropy(record)
+        for row in record.rows if value is not None else ():
+            entropy.setdefault(row, {})[record.seed] = value
+    found = []
+    for row in recipe.rows:
+        if not row.baseline or row.id not in entropy or row.baseline not in entropy:
+            continue
+        test = paired(entropy[row.id], entropy[row.baseline])
+        if not test:
+            continue
+        mine, base = entropy[row.id], entropy[row.baseline]
+        seeds = sorted(set(mine) & set(base))
+        low, high = (statistics.fmean(values[s] for s in seeds) for values in (base, mine))
+        found.append(
+            {
+                "recipe": recipe.name,
+                "row": row.id,
+                "baseline": row.baseline,
+                "se_base": low,
+                "se": high,
+                **test,
+            }
+        )
+        print(
+            f"  {recipe.name:<19} {row.id} - {row.baseline}: L_se {low:.3f} -> {high:.3f}, "
+            f"{high - low:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}] ({test['pairs']} pairs, "
+            f"p = {test['p']:.3f})"
+        )
+    return found
+
+
 def _seconds_per_epoch(store: str) -> dict[str, EpochCost]:
     """Each model family's local costs, measured on a two-epoch run whose second epoch is validated."""
     _, runs = _load("table2", [])
@@ -265,4 +313,7 @@ def run(quick: bool = False, store: Path | None = None) -> list[dict]:
         print(f"  what each table's own seeds could tell, from the finished local runs in {store}:")
         for path in sorted(RECIPES_DIR.glob("*.yaml")):
             rows.extend(_measured_resolution(path, store))
+        print("  the spatial entropy of the last block's maps, final training epoch, paired on seeds:")
+        for path in sorted(RECIPES_DIR.glob("*.yaml")):
+            rows.extend(_measured_entropy(path, store))
     return rows

@@ -84,3 +84,41 @@ def test_what_a_tables_own_seeds_could_tell_is_read_from_the_store(tmp_path):
     assert found["1b"]["val_images"] == 2400
     assert (found["1b"]["paper_low"], found["1b"]["paper_high"]) == (-0.46, 2.5)  # not -0.4599999...
     assert bench_local._measured_resolution(RECIPES_DIR / "table6.yaml", tmp_path) == []  # none of its runs
+
+
+def test_the_spatial_entropy_of_each_row_is_paired_with_its_baselines_from_the_store(tmp_path):
+    """Each run's final-epoch L_se (an earlier epoch's is ignored) against its baseline row's on the same
+    seeds: the mean difference and its 95 % interval, checked against SciPy's paired t-test."""
+    import json
+
+    from scipy import stats
+
+    from harness.core.result import Best, Result
+    from harness.results import write_result
+
+    store = ["scale=local", "seeds=[0,1,2]", f"runs_root={tmp_path}"]
+    _, runs = load_recipe(RECIPES_DIR / "table1.yaml", store)
+    final: dict[str, dict[int, float]] = {}
+    for index, run in enumerate(runs):
+        se = 0.3 - 0.01 * index + 0.004 * run.seed**2 + 0.002 * (index % 5) * run.seed
+        epochs = [{"epoch": 1, "train_se": 9.0}, {"epoch": 2, "train_se": se, "val_top1": 50.0}]
+        run.folder.mkdir(parents=True)
+        (run.folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+        write_result(run.folder, Result(metrics={"top1": 50.0}, best=Best({"top1": 50.0}, epoch=2)))
+        for row in run.rows:
+            final.setdefault(row, {})[run.seed] = se
+    found = {r["row"]: r for r in bench_local._measured_entropy(RECIPES_DIR / "table1.yaml", tmp_path)}
+    sar, base = [final["1b/F"][s] for s in range(3)], [final["1b/A"][s] for s in range(3)]
+    differences = [a - b for a, b in zip(sar, base, strict=True)]
+    expected = stats.ttest_rel(sar, base)
+    low, high = expected.confidence_interval(0.95)
+    f = found["1b/F"]
+    assert f["baseline"] == "1b/A" and f["pairs"] == 3
+    assert (f["se_base"], f["se"]) == (pytest.approx(sum(base) / 3), pytest.approx(sum(sar) / 3))
+    assert f["se"] - f["se_base"] == pytest.approx(sum(differences) / 3)
+    assert (f["ci_low"], f["ci_high"], f["p"]) == (
+        pytest.approx(low),
+        pytest.approx(high),
+        pytest.approx(expected.pvalue),
+    )
+    assert "1b/A" not in found  # a baseline has no row to be paired with
