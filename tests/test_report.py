@@ -308,12 +308,31 @@ def _trained(epochs: int, depth: int = 4) -> dict[str, Any]:
     }
 
 
+def test_runs_validated_once_have_no_best_epoch_column(tmp_path):
+    """A local run validated at its final epoch only: its best is its final value, so neither the column
+    nor the note about the best epoch is shown."""
+    records = [
+        _record(
+            f"1c/{row}",
+            seed,
+            ({"epoch": 8, "val_top1": 21.0},),
+            metrics={"top1": 21.0},
+            best=Best({"top1": 21.0}),
+        )
+        for seed in (0, 1)
+        for row in ("vit-100", "sar-100")
+    ]
+    text = _markdown(_recipe(TAB1C, ["top1"], "local"), records, tmp_path)
+    assert "best epoch" not in text and "Top-1 ↑ ours" in text
+
+
 def test_local_headers_and_labels_say_the_epochs_and_the_model_as_trained(tmp_path):
     records = []
     for seed in (0, 1, 2):
         for row, top1 in (("vit-100", 21.0), ("sar-100", 23.0), ("vit-300", 29.5), ("sar-300", 29.5)):
+            curve = ({"epoch": 1, "val_top1": top1 - 5}, {"epoch": 2, "val_top1": top1})
             record = _record(
-                f"1c/{row}", seed, metrics={"top1": top1 + seed / 4}, best=Best({"top1": top1 + 1})
+                f"1c/{row}", seed, curve, metrics={"top1": top1 + seed / 4}, best=Best({"top1": top1 + 1})
             )
             record.trained = _trained(8 if row.endswith("100") else 24)
             records.append(record)

@@ -113,9 +113,17 @@ def _stored(records: list[RunRecord], metric: str) -> tuple[dict[int, float], st
 
 
 def _best(records: list[RunRecord], metric: str) -> list[float]:
-    """The metric at each finished run's best validated epoch (result.json's `best`), where it says."""
-    bests = [r.best.metrics for r in results(records) if r.best is not None]
-    return [best[metric] for best in bests if metric in best]
+    """The metric at each finished run's best validated epoch (result.json's `best`), where it says and
+    the run's log validated the metric more than once: a run validated at its final epoch only has no
+    best to choose (its best is its final value)."""
+    chosen = [
+        r.result.best.metrics
+        for r in records
+        if r.result is not None
+        and r.result.best is not None
+        and sum(f"val_{metric}" in m for m in r.metrics) > 1
+    ]
+    return [best[metric] for best in chosen if metric in best]
 
 
 def _mean_errors(tables: list[dict[str, Any]]) -> dict[str, list[float]]:
