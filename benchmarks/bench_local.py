@@ -19,6 +19,8 @@
    `--store DIR` (a run store holding finished local runs), every sub-table and metric of every recipe
    found there is measured from its own seeds instead, as its report says; and each row's spatial
    entropy (L_se of the last block's maps over its final training epoch) against its baseline's, paired.
+4. What the process-wide render cache saves a run: one pass over a local run's synthetic images rendered
+   from nothing, against the same pass over the kept renders.
 """
 
 import json
@@ -213,6 +215,32 @@ def _measured_entropy(recipe_path: Path, store: Path) -> list[dict]:
     return found
 
 
+def _render_cache() -> dict:
+    """What a run saves when its process has already rendered its synthetic images (a local table's runs
+    share one process): one pass over a local Tab. 2 run's train and val splits rendered from nothing
+    (a dataset seed no run uses, so nothing is cached) against the same pass over the kept renders."""
+    from harness.data.synthetic import SyntheticConfig, SyntheticShapes
+
+    _, runs = _load("table2", [])
+    fields = dict(runs[0].config.data.synthetic)
+    config = SyntheticConfig(**{**fields, "seed": 2**31 - 1})
+    seconds = []
+    for _ in ("rendered", "kept"):
+        start = time.perf_counter()
+        for split in ("train", "val"):
+            data = SyntheticShapes(config, split)
+            for index in range(len(data)):
+                data[index]
+        seconds.append(time.perf_counter() - start)
+    images = config.num_classes * (config.train_per_class + config.val_per_class)
+    cold, warm = seconds
+    print(
+        f"  a local Tab. 2 run's {images:,} synthetic images: {cold:.2f} s rendered, {warm:.2f} s kept "
+        f"({cold / warm:.0f}x); {cold - warm:.2f} s saved for each run of a table after its first"
+    )
+    return {"images": images, "rendered_s": cold, "kept_s": warm}
+
+
 def _seconds_per_epoch(store: str) -> dict[str, EpochCost]:
     """Each model family's local costs, measured on a two-epoch run whose second epoch is validated."""
     _, runs = _load("table2", [])
@@ -303,6 +331,7 @@ def run(quick: bool = False, store: Path | None = None) -> list[dict]:
         rows[0]["seconds_per_run"] = (time.perf_counter() - start) / len(seeds)
         per_epoch = _seconds_per_epoch(scratch)
         rows.append(_pairs(rows[0], scratch))
+    rows.append(_render_cache())
     rows.append({"seconds_per_epoch": per_epoch})
     recipes = sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
     rows.extend(_table(recipe, per_epoch) for recipe in recipes)

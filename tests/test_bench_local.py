@@ -122,3 +122,16 @@ def test_the_spatial_entropy_of_each_row_is_paired_with_its_baselines_from_the_s
         pytest.approx(expected.pvalue),
     )
     assert "1b/A" not in found  # a baseline has no row to be paired with
+
+
+def test_the_render_cache_benchmark_passes_over_a_local_tab2_runs_images(monkeypatch):
+    """Two passes over the local Tab. 2 run's 1,000 train and 2,400 val images: the first draws each image
+    once, the second none (the draws counted, not timed)."""
+    from harness.data import synthetic
+
+    drawn = []
+    draw = synthetic.SyntheticShapes._draw
+    monkeypatch.setattr(synthetic.SyntheticShapes, "_draw", lambda self, i: drawn.append(i) or draw(self, i))
+    found = bench_local._render_cache()
+    assert found["images"] == 10 * (100 + 240) == len(drawn)
+    assert found["rendered_s"] > 0 and found["kept_s"] > 0
