@@ -508,7 +508,7 @@ def test_two_metrics_with_their_directions(tmp_path):
     assert "Ours: one seed per row (no spread, so no verdict on the gains)." in text
     assert "IN-C (mCE ↓) is normalised by AlexNet (Hendrycks & Dietterich)." in text
     html = (tmp_path / "t.html").read_text()
-    assert "<td>51.8<br>-1.2; 1 seed: untested</td>" in html  # a single seed is never coloured
+    assert "<td>51.8<br>-1.2<br>1 seed: untested</td>" in html  # a single seed is never coloured
     assert "AlexNet (Hendrycks &amp; Dietterich)" in html  # HTML escapes its text
 
 
@@ -536,8 +536,8 @@ def test_only_gains_clear_of_the_seeds_noise_are_coloured_and_counted(tmp_path):
     assert "1 clear of the seeds' noise, 1 of them of the paper's sign; 1 within noise" in text
     assert "Welch's two-sided t-test" in text and "p < 0.05" in text
     html = (tmp_path / "t.html").read_text()
-    assert '<td class="better">22.50 ± 0.50<br>+3.00 [+3.00, +3.00]; clear, paired p&lt;0.001</td>' in html
-    assert "<td>19.50 ± 1.00<br>+0.00 [-1.24, +1.24]; within noise, paired p=1.00</td>" in html
+    assert '<td class="better">22.50 ± 0.50<br>+3.00 [+3.00, +3.00]<br>clear, paired p&lt;0.001</td>' in html
+    assert "<td>19.50 ± 1.00<br>+0.00 [-1.24, +1.24]<br>within noise, paired p=1.00</td>" in html
 
 
 def test_welch_verdict_rule():

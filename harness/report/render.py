@@ -65,10 +65,11 @@ def _entry(text: str, mark: str = "", lines: list[str] | None = None) -> dict[st
 
 
 def _ours(cell: dict[str, Any]) -> dict[str, Any]:
-    """Ours at the final epoch, its gain on a line of its own in HTML: coloured better or worse only where
-    the seeds separate it from its baseline row (`verdict` clear)."""
+    """Ours at the final epoch, its gain and its verdict each on a line of its own in HTML (a pivoted table
+    of four columns then fits a page): coloured better or worse only where the seeds separate it from its
+    baseline row (`verdict` clear)."""
     text, (value, gain) = formatting.ours(cell), formatting.ours_parts(cell)
-    lines = [value, gain] if gain else [value]
+    lines = [value, *gain.split("; ", 1)] if gain else [value]
     if text.startswith("failed"):
         return _entry(text, "failed", lines)
     if text == "not run":
@@ -162,7 +163,7 @@ def _detectable(part: pd.DataFrame, metrics: list[str]) -> str:
             continue
         digits = int(part.loc[part["metric"] == metric, "digits"].iloc[0])
         text = (
-            f"Detectable here: a {formatting.name(metric)} gain of {found['detectable']:.{digits}f} "
+            f"Detectable here: a gain in {formatting.name(metric)} of {found['detectable']:.{digits}f} "
             f"points or more ({found['pairs']} paired seeds whose differences spread by "
             f"{found['diff_sd']:.{digits}f}; "
             f"two-sided level {ALPHA:g}, power {POWER:g})"
