@@ -326,6 +326,24 @@ def test_runs_validated_once_have_no_best_epoch_column(tmp_path):
     assert "best epoch" not in text and "Top-1 ↑ ours" in text
 
 
+def test_a_segmentations_final_and_best_are_iterations(tmp_path):
+    """mIoU is evaluated every few iterations of a segmentation run: its columns and the note say
+    iteration, not epoch."""
+    rows = [{"id": "pvt", "label": "PVT"}, {"id": "sar", "label": "PVT + SAR", "baseline": "pvt"}]
+    records = []
+    for seed in (0, 1):
+        for row, miou in (("pvt", 92.0), ("sar", 93.0)):
+            curve = ({"iteration": 80, "val_miou": miou - 1}, {"iteration": 160, "val_miou": miou})
+            record = _record(
+                row, seed, curve, metrics={"miou": miou + seed}, best=Best({"miou": miou + seed})
+            )
+            record.trained = _trained(6) | {"engine": "segmentation", "iterations": 160}
+            records.append(record)
+    text = _markdown(_recipe(rows, ["miou"], "local"), records, tmp_path)
+    assert "mIoU ↑ ours (final iteration) | mIoU ↑ ours (best iteration) |" in text
+    assert "Ours (final iteration) is the value at the last iteration" in text and "epoch)" not in text
+
+
 def test_local_headers_and_labels_say_the_epochs_and_the_model_as_trained(tmp_path):
     records = []
     for seed in (0, 1, 2):

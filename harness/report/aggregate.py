@@ -382,6 +382,8 @@ def cells(recipe: DictConfig, records: list[RunRecord]) -> pd.DataFrame:
                     "paper": _number(row.paper.get(metric)),
                     "printed_gain": _number(printed.get(metric)),
                     "val_images": _val_images(row_records) if recipe.scale != "paper" else 0,
+                    # what the final and best values are of: an epoch, or a segmentation's iteration
+                    "step": "iteration" if any(r.trained.get("iterations") for r in row_records) else "epoch",
                     **trained,
                     **_cell(
                         row_records,

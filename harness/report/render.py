@@ -80,7 +80,7 @@ def _ours(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sides(cell: dict[str, Any] | None, best: bool, with_diff: bool) -> list[dict[str, str]]:
-    """A cell's entries: ours (final epoch), ours at the best epoch, the paper's, the difference."""
+    """A cell's entries: ours (final), ours at the best epoch or iteration, the paper's, the difference."""
     if cell is None:
         return [_entry("-")] * (2 + best + with_diff)
     entries = [_ours(cell)] + ([_entry(formatting.best(cell))] if best else [])
@@ -89,14 +89,14 @@ def _sides(cell: dict[str, Any] | None, best: bool, with_diff: bool) -> list[dic
 
 
 def _headers(
-    metric: str, best: bool, with_diff: bool, top: str = "", trained: str = ""
+    metric: str, best: bool, with_diff: bool, top: str = "", trained: str = "", step: str = "epoch"
 ) -> list[tuple[str, str]]:
     """(the paper's column or "", header): `Top-1 ↑ ours (final epoch)`, `Top-1 ↑ ours (best epoch)`,
-    `Top-1 ↑ paper`, `Top-1 Δ`."""
+    `Top-1 ↑ paper`, `Top-1 Δ` (`step`: iteration for a segmentation's mIoU)."""
     head = formatting.header(metric)
-    said = "; ".join(([f"local: {trained}"] if trained else []) + (["final epoch"] if best else []))
+    said = "; ".join(([f"local: {trained}"] if trained else []) + ([f"final {step}"] if best else []))
     headers = [f"{head} ours" + (f" ({said})" if said else "")]
-    headers += [f"{head} ours (best epoch)"] if best else []
+    headers += [f"{head} ours (best {step})"] if best else []
     headers += [f"{head} paper"] + ([f"{formatting.name(metric)} Δ"] if with_diff else [])
     return [(top, h) for h in headers]
 
@@ -188,13 +188,14 @@ def _flat(
     part: pd.DataFrame,
     metrics: list[str],
     best: dict[str, bool],
+    step: dict[str, str],
     with_diff: bool,
     varying: list[str],
     first: str,
 ):
     """One line per row, for each metric: ours, ours at the best epoch, the paper's and (at paper scale)
     the difference."""
-    headers = [("", first)] + [h for m in metrics for h in _headers(m, best[m], with_diff)]
+    headers = [("", first)] + [h for m in metrics for h in _headers(m, best[m], with_diff, step=step[m])]
     lines = []
     for _, row_cells in part.groupby("id", sort=False):
         first = row_cells.iloc[0]
@@ -207,7 +208,13 @@ def _flat(
 
 
 def _pivoted(
-    part: pd.DataFrame, columns: list[str], metrics: list[str], best: dict[str, bool], varying, first: str
+    part: pd.DataFrame,
+    columns: list[str],
+    metrics: list[str],
+    best: dict[str, bool],
+    step: dict[str, str],
+    varying,
+    first: str,
 ):
     """One line per label, for each of the paper's columns (epochs, datasets) and each metric: ours and
     the paper's. What was trained goes to a column's header where it is the same down the column (the
@@ -217,7 +224,7 @@ def _pivoted(
     for column in columns:
         trained = ", ".join(_single(part[part["column"] == column][k]) for k in varying if by_column[k])
         for metric in metrics:
-            headers += _headers(metric, best[metric], False, column, trained)
+            headers += _headers(metric, best[metric], False, column, trained, step[metric])
     by_key = {(c["label"], c["column"], c["metric"]): c for c in part.to_dict("records")}
     lines = []
     for label in dict.fromkeys(part["label"]):
@@ -228,6 +235,12 @@ def _pivoted(
                 line += _sides(by_key.get((label, column, metric)), best[metric], False)
         lines.append(line)
     return headers, lines
+
+
+def _step(part: pd.DataFrame) -> str:
+    """What the cells' final and best values are of: "epoch", "iteration", or "epoch or iteration"."""
+    steps = sorted(set(part["step"]))
+    return " or ".join(steps) if steps else "epoch"
 
 
 def _measured(part: pd.DataFrame, metrics: list[str]) -> list[str]:
@@ -249,14 +262,15 @@ def _groups(frame: pd.DataFrame, all_metrics: list[str], scale: str) -> list[dic
         columns = list(dict.fromkeys(c for c in part["column"] if c))
         metrics = _measured(part, all_metrics)
         best = {m: bool((part.loc[part["metric"] == m, "best_n"] > 0).any()) for m in metrics}
+        step = {m: _step(part[part["metric"] == m]) for m in metrics}
         common = {k: _single(part[k]) for k in PARTS}
         varying = [k for k in PARTS if not common[k] and part[k].ne("").any()]
         if columns:
             first = _first_header("Model", common["arch"], scale)
-            headers, lines = _pivoted(part, columns, metrics, best, varying, first)
+            headers, lines = _pivoted(part, columns, metrics, best, step, varying, first)
         else:
             first = _first_header("Row", common["arch"], scale)
-            headers, lines = _flat(part, metrics, best, scale == "paper", varying, first)
+            headers, lines = _flat(part, metrics, best, step, scale == "paper", varying, first)
         groups.append(
             {
                 "title": f"({name})" if name else "Results",
@@ -280,11 +294,12 @@ def _notes(recipe: DictConfig, records: list[RunRecord], frame: pd.DataFrame) ->
             where += f" ({cell['column']})" if cell["column"] else ""
             notes.append(f"{where}: {cell['note']}")
     if (frame["best_n"] > 0).any():
+        step = _step(frame[frame["best_n"] > 0])
         notes.append(
-            "Ours (final epoch) is the value at the last epoch, the one the gains and verdicts use; ours "
-            "(best epoch) is the best over the validated epochs, picked on the same validation images, so it "
-            "flatters. The paper does not say which of the two it prints (SAR's code keeps the checkpoint of "
-            "the best validation top-1)."
+            f"Ours (final {step}) is the value at the last {step}, the one the gains and verdicts use; ours "
+            f"(best {step}) is the best over the validated {step}s, picked on the same validation images, so "
+            "it flatters. The paper does not say which of the two it prints (SAR's code keeps the checkpoint "
+            "of the best validation top-1)."
         )
     notes.append(
         "Ours are written with as many decimals as the paper prints in that sub-table and metric; the "
