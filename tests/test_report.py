@@ -98,6 +98,18 @@ def test_the_papers_gains_are_written_as_it_prints_them():
     assert [formatting.number(v) for v in (75.72, 41.0, 52.8, 55)] == ["75.72", "41.0", "52.8", "55.0"]
 
 
+def test_a_wall_time_is_written_in_the_unit_that_reads():
+    assert [formatting.duration(s) for s in (12.4, 59.6, 60.0, 1440.0, 3599.0, 3600.0, 9000.0)] == [
+        "12 s",
+        "60 s",
+        "1 min",
+        "24 min",
+        "60 min",
+        "1.0 h",
+        "2.5 h",
+    ]
+
+
 def test_ours_are_written_at_the_papers_precision():
     signed = [formatting.signed(v, 2) for v in (2.0, 0.42, -1.5, -0.001)]
     assert signed == ["+2.00", "+0.42", "-1.50", "+0.00"]

@@ -61,6 +61,14 @@ def _plain(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def duration(seconds: float) -> str:
+    """A wall time a reader can take in: hours from one hour, else minutes, else seconds (a local table's
+    runs sum to minutes, where "0.0 h" would read as nothing run)."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def gain(value: float) -> str:
     """A gain in the paper's style: +2.5, +0.42, -0.46, +18.17 (the shortest form, no trailing zeros)."""
     value = float(value) + 0.0

@@ -400,7 +400,7 @@ def _provenance(records: list[RunRecord]) -> dict[str, Any]:
         "runs": len(records),
         "done": len(done),
         "gpu_hours": sum(r.gpu_hours for r in done),
-        "wall_hours": sum(r.wall_time_s for r in done) / 3600,
+        "wall_time": formatting.duration(sum(r.wall_time_s for r in done)),
         "commits": sorted({(p.get("git_commit") or "?")[:10] for p in prov}),
         "dirty": any(p.get("git_dirty") for p in prov),
         "packages": packages,
