@@ -342,11 +342,14 @@ def test_the_downstream_job_of_a_failed_upstream_job_is_cancelled(tmp_path):
     assert downstream.state == "failed" and "CANCELLED" in downstream.detail, downstream
     job = read_submission(run.folder)["job_id"]
     # cancelled without ever starting; its recorded reason is the dependency's where the scheduler had
-    # looked at the job before it was cancelled, else None (an upstream that fails within seconds)
+    # looked at the job before it was cancelled, else None (an upstream that fails within seconds). Its
+    # Start is None, or the moment it was cancelled (slurmctld stamps a pending job's start and end times
+    # when it cancels it, and sacct shows them where the record reached the database by then): never
+    # a run time
     _wait_until(lambda: _sacct(job, "State")[0].startswith("CANCELLED"), 60, "cancelled in sacct")
-    state, reason, start = _sacct(job, "State,Reason,Start")
+    state, reason, start, end, elapsed = _sacct(job, "State,Reason,Start,End,Elapsed")
     assert reason.startswith("Dependency") or reason == "None", (state, reason)
-    assert start in ("None", "Unknown"), (state, start)
+    assert start in ("None", "Unknown", end) and elapsed == "00:00:00", (state, start, end, elapsed)
     assert not (run.folder / "config.yaml").exists()  # it never started
 
 
