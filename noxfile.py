@@ -18,8 +18,8 @@ nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_venv = "yes"  # `nox -N` (or `--reuse-venv=no`) recreates the environments
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", "constraints.txt")
-INPUTS = ("constraints.txt", "pyproject.toml")
-VENV = ROOT / ".venv"  # the files that decide what an install puts in a venv
+INPUTS = ("constraints.txt", "pyproject.toml")  # the files that decide what an install puts in a venv
+VENV = ROOT / ".venv"  # the project's one environment: `tests` and `bench` run in it, and so can you
 
 
 def _digest(args: tuple[str, ...]) -> str:

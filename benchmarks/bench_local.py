@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from harness.core.result import Result
 from harness.report.formatting import gain_span
@@ -142,13 +142,19 @@ def _resolution(recipe: str, top1: float, diff_sd: float) -> dict:
     return row
 
 
-def _measured_resolution(recipe_path: Path, store: Path) -> list[dict]:
-    """Per sub-table and metric of a recipe's finished local runs in `store`: what its own seeds could
-    detect (`harness.report.aggregate.power`), as its report says."""
-    from harness.report.aggregate import cells, power
+def _local_runs(recipe_path: Path, store: Path) -> tuple[DictConfig, list]:
+    """(recipe, records) of a recipe's local runs in `store`, read once for every measure below."""
     from harness.report.render import read_table
 
     recipe, _, records = read_table(recipe_path, ["scale=local", f"runs_root={store.resolve()}"])
+    return recipe, records
+
+
+def _measured_resolution(recipe: DictConfig, records: list) -> list[dict]:
+    """Per sub-table and metric of a recipe's finished local runs (`_local_runs`): what its own seeds
+    could detect (`harness.report.aggregate.power`), as its report says."""
+    from harness.report.aggregate import cells, power
+
     if not any(record.result is not None for record in records):
         return []
     frame, rows = cells(recipe, records), []
@@ -175,13 +181,11 @@ def _final_entropy(record) -> float | None:
     return epochs[-1]["train_se"] if record.result is not None and epochs else None
 
 
-def _measured_entropy(recipe_path: Path, store: Path) -> list[dict]:
-    """Per row with a baseline among a recipe's finished local runs in `store`: the paired difference of
-    the final epoch's spatial entropy (`_final_entropy`) on the seeds both have, with its 95 % interval."""
+def _measured_entropy(recipe: DictConfig, records: list) -> list[dict]:
+    """Per row with a baseline among a recipe's finished local runs (`_local_runs`): the paired difference
+    of the final epoch's spatial entropy (`_final_entropy`) on the seeds both have, with its 95 % interval."""
     from harness.report.aggregate import paired
-    from harness.report.render import read_table
 
-    recipe, _, records = read_table(recipe_path, ["scale=local", f"runs_root={store.resolve()}"])
     entropy: dict[str, dict[int, float]] = {}
     for record in records:
         value = _final_entropy(record)
@@ -191,10 +195,10 @@ def _measured_entropy(recipe_path: Path, store: Path) -> list[dict]:
     for row in recipe.rows:
         if not row.baseline or row.id not in entropy or row.baseline not in entropy:
             continue
-        test = paired(entropy[row.id], entropy[row.baseline])
+        mine, base = entropy[row.id], entropy[row.baseline]
+        test = paired(mine, base)
         if not test:
             continue
-        mine, base = entropy[row.id], entropy[row.baseline]
         seeds = sorted(set(mine) & set(base))
         low, high = (statistics.fmean(values[s] for s in seeds) for values in (base, mine))
         found.append(
@@ -268,11 +272,6 @@ def _seconds_per_epoch(store: str) -> dict[str, EpochCost]:
     return measured
 
 
-def _validations(epochs: int, every: int) -> int:
-    """The epochs the supervised engine validates: every `every`-th and the last."""
-    return epochs // every + (1 if epochs % every else 0)
-
-
 def _every_run(runs) -> list:
     """The recipe's runs and the upstream runs they consume, once each."""
     seen = {}
@@ -286,6 +285,7 @@ def _every_run(runs) -> list:
 def _table(recipe: str, per_epoch: dict[str, EpochCost]) -> dict:
     """The estimated minutes of `recipe`'s training runs at local scale, with its default seeds."""
     from harness.config.protocols import SupervisedProtocol
+    from harness.core.schedule import evaluates_at
     from harness.engines.spec import spec_of
 
     config, runs = _load(recipe, [])
@@ -300,7 +300,7 @@ def _table(recipe: str, per_epoch: dict[str, EpochCost]) -> dict:
         images = synthetic.num_classes * synthetic.train_per_class * c.data.fraction
         val_images = synthetic.num_classes * synthetic.val_per_class
         seconds += (c.epochs * cost.train + cost.once) * images / REFERENCE_IMAGES
-        validations = _validations(c.epochs, c.train.eval_every)
+        validations = sum(evaluates_at(e, c.train.eval_every, c.epochs) for e in range(1, c.epochs + 1))
         seconds += validations * cost.validate * val_images / cost.val_images
     target = TARGET_MIN.get(recipe, DEFAULT_TARGET_MIN)
     row = {
@@ -339,10 +339,11 @@ def run(quick: bool = False, store: Path | None = None) -> list[dict]:
     print(f"  what each table could tell (Tab. 1's {SAR_ROW} - {ROW} spread, top-1 near its baseline):")
     rows.extend(_resolution(recipe, baseline["top1_mean"], pairs["diff_sd"]) for recipe in recipes)
     if store is not None:
+        found = [_local_runs(path, store) for path in sorted(RECIPES_DIR.glob("*.yaml"))]
         print(f"  what each table's own seeds could tell, from the finished local runs in {store}:")
-        for path in sorted(RECIPES_DIR.glob("*.yaml")):
-            rows.extend(_measured_resolution(path, store))
+        for recipe, records in found:
+            rows.extend(_measured_resolution(recipe, records))
         print("  the spatial entropy of the last block's maps, final training epoch, paired on seeds:")
-        for path in sorted(RECIPES_DIR.glob("*.yaml")):
-            rows.extend(_measured_entropy(path, store))
+        for recipe, records in found:
+            rows.extend(_measured_entropy(recipe, records))
     return rows

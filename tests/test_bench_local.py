@@ -78,12 +78,14 @@ def test_what_a_tables_own_seeds_could_tell_is_read_from_the_store(tmp_path):
         for row in ("1b/B", "1b/C", "1b/D", "1b/E", "1b/F")
     ]
     pooled = math.sqrt(statistics.mean(s**2 for s in spreads))
-    found = {r["group"]: r for r in bench_local._measured_resolution(RECIPES_DIR / "table1.yaml", tmp_path)}
+    table1 = bench_local._local_runs(RECIPES_DIR / "table1.yaml", tmp_path)
+    found = {r["group"]: r for r in bench_local._measured_resolution(*table1)}
     assert found["1b"]["pairs"] == 3 and found["1b"]["diff_sd"] == pytest.approx(pooled)
     assert found["1b"]["detectable"] == pytest.approx(detectable_gain(pooled, 3))
     assert found["1b"]["val_images"] == 2400
     assert (found["1b"]["paper_low"], found["1b"]["paper_high"]) == (-0.46, 2.5)  # not -0.4599999...
-    assert bench_local._measured_resolution(RECIPES_DIR / "table6.yaml", tmp_path) == []  # none of its runs
+    table6 = bench_local._local_runs(RECIPES_DIR / "table6.yaml", tmp_path)
+    assert bench_local._measured_resolution(*table6) == []  # none of its runs
 
 
 def test_the_spatial_entropy_of_each_row_is_paired_with_its_baselines_from_the_store(tmp_path):
@@ -107,7 +109,8 @@ def test_the_spatial_entropy_of_each_row_is_paired_with_its_baselines_from_the_s
         write_result(run.folder, Result(metrics={"top1": 50.0}, best=Best({"top1": 50.0}, epoch=2)))
         for row in run.rows:
             final.setdefault(row, {})[run.seed] = se
-    found = {r["row"]: r for r in bench_local._measured_entropy(RECIPES_DIR / "table1.yaml", tmp_path)}
+    table1 = bench_local._local_runs(RECIPES_DIR / "table1.yaml", tmp_path)
+    found = {r["row"]: r for r in bench_local._measured_entropy(*table1)}
     sar, base = [final["1b/F"][s] for s in range(3)], [final["1b/A"][s] for s in range(3)]
     differences = [a - b for a, b in zip(sar, base, strict=True)]
     expected = stats.ttest_rel(sar, base)

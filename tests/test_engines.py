@@ -20,7 +20,7 @@ from harness.config import RECIPES_DIR, RecipeError
 from harness.core import checkpoint
 from harness.core import data as core_data
 from harness.core.resume import Resumable
-from harness.core.schedule import LrSchedule, loss_weight
+from harness.core.schedule import LrSchedule, evaluates_at, loss_weight
 from harness.engines import evaluate, supervised, train_run
 from harness.eval import CORRUPTIONS
 from harness.recipe import load_recipe
@@ -405,6 +405,13 @@ def test_table4_rows_follow_appendix_d3():
         assert (c.epochs, p.batch_size, p.lr, p.lr_batch_ref, p.warmup_epochs) == (100, 512, 5e-4, 512, 3)
         assert not p.repeated_aug and p.drop_path == 0.1 and c.data.input_size == 224
     assert {r.config.data.dataset for r in runs} == {"cifar10", "cifar100", "flowers102", "pets"}
+
+
+def test_engines_evaluate_every_nth_step_and_after_the_last():
+    """The rule the supervised, probing and segmentation engines share, and `benchmarks local` counts."""
+    assert [d for d in range(1, 8) if evaluates_at(d, 3, 7)] == [3, 6, 7]
+    assert [d for d in range(1, 7) if evaluates_at(d, 6, 6)] == [6]  # a local run: its final epoch only
+    assert [d for d in range(1, 4) if evaluates_at(d, 1, 3)] == [1, 2, 3]
 
 
 def test_lambda_schedules_the_paper_and_the_public_code():

@@ -50,3 +50,9 @@ def loss_weight(loss: DictConfig, epoch: int, epochs: int) -> float:
         return float(np.linspace(0.0, loss.weight, warmup)[epoch])
     steps = epochs - warmup
     return 0.5 * loss.weight * (1 + math.cos(math.pi * (epoch - warmup) / steps))
+
+
+def evaluates_at(done: int, every: int, total: int) -> bool:
+    """Whether an engine evaluates after `done` of its `total` epochs (or iterations): every `every`-th,
+    and after the last."""
+    return done % every == 0 or done == total

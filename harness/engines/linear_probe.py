@@ -25,7 +25,7 @@ from harness.core.precision import Precision
 from harness.core.result import Best, Extra, Outcome
 from harness.core.resume import Resumable
 from harness.core.rng import seed_everything
-from harness.core.schedule import LrSchedule
+from harness.core.schedule import LrSchedule, evaluates_at
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr, step_counts
 from harness.engines import supervised
 from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
@@ -127,7 +127,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Ou
             "train_loss": mean(sums["loss"], sums["steps"]),
             "skipped_steps": int(sums["skipped"]),
         }
-        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:
+        if evaluates_at(epoch + 1, cfg.train.eval_every, cfg.epochs):
             probe = nn.Sequential(features, classifier)  # the supervised engine's top-1/5 on the probe
             record.update(supervised.validate(probe, val_loader, precision, world))
         record["seconds"] = time.perf_counter() - begin

@@ -43,6 +43,7 @@ from harness.core.precision import Precision
 from harness.core.result import Best, Extra, Outcome
 from harness.core.resume import Resumable
 from harness.core.rng import seed_everything
+from harness.core.schedule import evaluates_at
 from harness.core.steps import StepTotals, mean, optimizer_step, scaled_lr, step_counts
 from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
 from harness.eval import intersect_and_union, majority_miou, miou_from_areas
@@ -95,7 +96,7 @@ def run(cfg: DictConfig, uid: str, world: distributed.World, folder: Path) -> Ou
             ).mean()
             totals.add(loss, optimizer_step(loss, optimizer, net, precision, p.clip_grad))
             iteration += 1
-            evaluate = iteration % seg.eval_every == 0 or iteration == total
+            evaluate = evaluates_at(iteration, seg.eval_every, total)
             save = iteration % seg.checkpoint_every == 0 or iteration == total
             if iteration % cfg.train.log_every == 0 or evaluate or save:  # the only reads from the device
                 sums = totals.read(world, f"iteration {iteration}")

@@ -33,7 +33,7 @@ from harness.core.precision import Precision
 from harness.core.result import Best, Extra, Outcome
 from harness.core.resume import Resumable
 from harness.core.rng import seed_everything
-from harness.core.schedule import LrSchedule, loss_weight
+from harness.core.schedule import LrSchedule, evaluates_at, loss_weight
 from harness.core.steps import StepTotals, adamw, mean, optimizer_step, step_counts
 from harness.engines.spec import Consumes, EngineSpec, Progress, Provides
 from harness.results import BEST_CHECKPOINT
@@ -86,7 +86,7 @@ def run(
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
         if cfg.loss.sar:
             record["loss_weight"] = loss_weight(cfg.loss, epoch, cfg.epochs)
-        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.epochs:
+        if evaluates_at(epoch + 1, cfg.train.eval_every, cfg.epochs):
             record.update(validate(model, val_loader, precision, world))
             if ema is not None:
                 record.update(
